@@ -40,7 +40,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 import optimizers  # noqa: E402  (repo package; imported after the path is set)
+from analysis import scaling  # noqa: E402
 from data import embedded  # noqa: E402
+from data.atomic import atomic_write  # noqa: E402
 from data.shards import ShardError, read_header, read_shard  # noqa: E402
 
 
@@ -99,7 +101,10 @@ class Config:
     # schedule: linear warmup, constant, linear cooldown (warmup–stable–decay)
     num_iterations: int = knob(1750, "training steps")
     warmup_frac: float = knob(0.0, "fraction of steps of linear warmup from 0")
-    cooldown_frac: float = knob(0.4, "fraction of steps of linear decay to 0 at the end")
+    cooldown_frac: float = knob(0.4, "fraction of steps of decay to 0 at the end")
+    cooldown_shape: str = knob("linear", "shape of the decay: linear | cosine | sqrt")
+    lr_scaling: str = knob("none", "scale every lr with global_batch_tokens / lr_base_batch_tokens: none | linear | sqrt")
+    lr_base_batch_tokens: int = knob(8 * 64 * 1024, "the batch size the learning rates were tuned at (for lr_scaling)")
     # evaluation
     val_every: int = knob(125, "validate every N steps (and at the end); 0: only at the end")
     val_tokens: int = knob(10485760, "validation tokens per evaluation")
@@ -404,7 +409,8 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
     by_name: dict[str, list[dict]] = {}
     for group, params in parameter_groups(model).items():
         if params:
-            lr = getattr(cfg, f"lr_{group}")
+            lr = scaling.scale_lr(getattr(cfg, f"lr_{group}"), cfg.global_batch_tokens, cfg.lr_base_batch_tokens,
+                                  cfg.lr_scaling)
             wd = cfg.weight_decay if group == "hidden" else 0.0
             by_name.setdefault(getattr(cfg, f"opt_{group}"), []).append(
                 dict(params=params, lr=lr, initial_lr=lr, weight_decay=wd, name=group))
@@ -424,13 +430,8 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
 
 
 def lr_factor(cfg: Config, step: int) -> float:
-    """Warmup–stable–decay: linear 0→1 over warmup_frac, 1, then linear 1→0 over cooldown_frac."""
-    progress = step / cfg.num_iterations
-    if cfg.warmup_frac > 0 and progress < cfg.warmup_frac:
-        return (step + 1) / (cfg.warmup_frac * cfg.num_iterations)
-    if cfg.cooldown_frac > 0 and progress > 1 - cfg.cooldown_frac:
-        return max(0.0, (1 - progress) / cfg.cooldown_frac)
-    return 1.0
+    """Warmup–stable–decay multiplier of every group's learning rate (analysis/scaling.py)."""
+    return scaling.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,6 +490,11 @@ def check_config(cfg: Config, world: int) -> None:
         raise ConfigError("num_iterations must be >= 1 and val_every >= 0")
     if cfg.nan_policy not in ("stop", "skip"):
         raise ConfigError(f"--nan_policy must be stop or skip, got {cfg.nan_policy!r}")
+    if cfg.lr_scaling not in scaling.LR_RULES or cfg.cooldown_shape not in scaling.COOLDOWN_SHAPES:
+        raise ConfigError(f"--lr_scaling must be one of {scaling.LR_RULES} (got {cfg.lr_scaling!r}) and "
+                          f"--cooldown_shape one of {scaling.COOLDOWN_SHAPES} (got {cfg.cooldown_shape!r})")
+    if cfg.lr_base_batch_tokens < 1:
+        raise ConfigError(f"--lr_base_batch_tokens must be positive, got {cfg.lr_base_batch_tokens}")
     if cfg.warmup_frac + cfg.cooldown_frac > 1:
         raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
     cfg.micro_batch_tokens = micro
@@ -504,20 +510,6 @@ def check_vocab(cfg: Config, files: list[str], shards_needed: int) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # 6. The run log: embedded sources, config, environment, step lines, and the JSON summary.
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file and rename, so a failure never truncates an existing file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def check_writable(folder: Path, what: str) -> None:
     """Fail before training if `folder` cannot be created or written (probing its nearest existing ancestor)."""

@@ -6,10 +6,11 @@ n (token count), 0, ...] — followed by n little-endian uint16 token ids: exact
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from data.atomic import atomic_write
 
 MAGIC = 20240520
 VERSION = 1
@@ -34,18 +35,7 @@ def write_shard(path: str | os.PathLike, tokens) -> Path:
         raise ShardError(f"{path}: token ids must lie in [0, 65535], got [{array.min()}, {array.max()}]")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (MAGIC, VERSION, array.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.tobytes())
-            f.write(array.astype(TOKEN_DTYPE, copy=False).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, (header.tobytes(), array.astype(TOKEN_DTYPE, copy=False).tobytes()))
     return path
 
 

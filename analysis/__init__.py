@@ -1,0 +1,1 @@
+"""The decks' diagnostic tools: learning-rate rules, memory footprint, loss landscapes, spectra."""

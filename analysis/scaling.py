@@ -1,0 +1,44 @@
+"""Learning-rate rules from the decks: batch-size scaling, gradual warmup, cooldown shapes.
+
+Used by train_gpt.py (the schedule and --lr_scaling) and by ablation ladders.
+"""
+from __future__ import annotations
+
+import math
+
+LR_RULES = ("none", "linear", "sqrt")
+COOLDOWN_SHAPES = ("linear", "cosine", "sqrt")
+
+
+def scale_lr(lr: float, batch: float, base_batch: float, rule: str) -> float:
+    """Learning rate for batch B tuned at batch B₀: linear lr·B/B₀, square-root lr·√(B/B₀), or none: lr."""
+    if rule not in LR_RULES:
+        raise ValueError(f"unknown lr scaling rule {rule!r}; choose one of {', '.join(LR_RULES)}")
+    if batch <= 0 or base_batch <= 0:
+        raise ValueError(f"batch sizes must be positive, got batch={batch} base_batch={base_batch}")
+    ratio = batch / base_batch
+    return lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
+
+
+def warmup_factor(t: int, warmup_steps: float) -> float:
+    """Gradual warmup α_t/α_max = min(1, t/T_w) for the t-th step (t = 1, 2, ...); 1 when T_w = 0."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, t / warmup_steps)
+
+
+def cooldown_factor(x: float, shape: str = "linear") -> float:
+    """Decay from 1 at x = 0 to 0 at x = 1: linear 1−x, cosine (1+cos πx)/2, sqrt 1−√x."""
+    if shape not in COOLDOWN_SHAPES:
+        raise ValueError(f"unknown cooldown shape {shape!r}; choose one of {', '.join(COOLDOWN_SHAPES)}")
+    x = min(max(x, 0.0), 1.0)
+    return {"linear": 1 - x, "cosine": 0.5 * (1 + math.cos(math.pi * x)), "sqrt": 1 - math.sqrt(x)}[shape]
+
+
+def wsd_factor(step: int, total: int, warmup_frac: float, cooldown_frac: float, shape: str = "linear") -> float:
+    """Warmup–stable–decay multiplier for 0-based `step` of `total`: warmup over warmup_frac·total
+    steps, 1, then the cooldown shape over the last cooldown_frac of training."""
+    progress = step / total
+    if warmup_frac > 0 and progress < warmup_frac:
+        return warmup_factor(step + 1, warmup_frac * total)
+    if cooldown_frac > 0 and progress > 1 - cooldown_frac:
+        return cooldown_factor((progress - (1 - cooldown_frac)) / cooldown_frac, shape)
+    return 1.0
