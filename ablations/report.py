@@ -90,6 +90,14 @@ def fmt(value: float | None, digits: int) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def params_text(n: float | None) -> str:
+    """A parameter count as 870k, 12.4M or 1.56B."""
+    if not n:
+        return "–"
+    scale, unit = next(((s, u) for s, u in ((1e9, "B"), (1e6, "M"), (1e3, "k")) if n >= s), (1, ""))
+    return f"{n / scale:.3g}{unit}"
+
+
 def arm_rows(study: Study, results: list[Result]) -> list[dict]:
     """One row per (rung, arm): n, mean, CI, ratio and p against the same rung's baseline, parameters."""
     groups: dict[tuple, list[Result]] = defaultdict(list)
@@ -116,18 +124,20 @@ def markdown(study: Study, results: list[Result], rows: list[dict], reference: d
     done = sum((r.info or {}).get("status") in DONE for r in results)
     base = f"record `{study.record.parent.name}` (preset {study.preset})" if study.record else f"preset `{study.preset}`"
     overrides = ", ".join(f"{k}={v}" for k, v in study.overrides.items()) or "none"
-    lines = [f"# Ablation: {study.name}", "", study.description, "",
+    lines = [f"# Ablation: {study.name}", ""] + ([study.description, ""] if study.description else []) + [
              f"- Base: {base}; overrides for every run: {overrides}",
              f"- Metric: {study.metric.label()}, lower is better; seeds {', '.join(map(str, study.seeds))}",
              f"- Runs: {done} of {len(results)} done; statistics per arm: mean ± 95% CI (Student t), "
-             f"ratio = arm mean / baseline mean, p = Welch's t-test against `{study.baseline}` (two-sided)", ""]
+             f"ratio = arm mean / baseline mean, p = Welch's t-test against `{study.baseline}` (two-sided)"]
+    lines += [f"- Rung {name}: " + ", ".join(f"{k}={v}" for k, v in config.items()) for name, config in study.rungs]
+    lines.append("")
     head = ["rung", "params"] if study.is_ladder else []
     lines += ["| " + " | ".join(head + ["arm", "changes", "n", "mean ± 95% CI", "ratio to baseline", "p"]) + " |",
               "|" + "---|" * (len(head) + 6)]
     for row in rows:
         s = row["summary"]
         ci = f" ± {fmt(s.ci95, digits)}" if math.isfinite(s.ci95) else ""
-        cells = [row["rung"], f"{row['params'] / 1e6:.3g}M" if row["params"] else "–"] if study.is_ladder else []
+        cells = [row["rung"], params_text(row["params"])] if study.is_ladder else []
         cells += [f"`{row['arm']}`", study.changes(row["arm"]), f"{s.n}/{row['planned']}", fmt(s.mean, digits) + ci,
                   fmt(row["ratio"], 4), fmt(row["p"], 4)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -188,7 +198,8 @@ def plot_curves(study: Study, results: list[Result], x: str, reference: dict | N
                 continue
             ax.plot(xs, mean, color=f"C{color}", marker="o", markersize=3, label=f"{arm} (n={len(members)})")
             ax.fill_between(xs, low, high, color=f"C{color}", alpha=0.2, linewidth=0)
-            shown.append(mean[xs >= 0.1 * xs.max()] if xs.max() > 0 else mean)
+            skip = 1 if len(xs) > 2 else 0  # the initial validation would squash the rest of the curve
+            shown += [low[skip:], high[skip:]]
         if reference and reference["val_loss"] is not None:
             ax.axhline(reference["val_loss"], color="gray", linestyle="--", label=f"record {reference['name']}")
         if shown:
@@ -223,8 +234,9 @@ def plot_ladder(study: Study, rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     right.axhline(1.0, color="gray", linewidth=0.8)
-    left.set_title(f"{study.name}: metric vs model size (error bars: 95% CI)")
-    right.set_title("does the gain hold as the model grows? (< 1: better than baseline)")
+    left.set_title("metric vs model size (error bars: 95% CI)", fontsize=9)
+    right.set_title("ratio to baseline (< 1: better than baseline)", fontsize=9)
+    fig.suptitle(f"{study.name}: does the gain hold as the model grows?", fontsize=10)
     save(fig, path)
 
 
