@@ -18,8 +18,9 @@ def folders(args, loaded: study.Study) -> tuple[Path, Path]:
 
 
 def show_plan(loaded: study.Study, runs: list[study.Run], results: Path, nproc: int | None) -> None:
-    print(f"study {loaded.name}: {len(runs)} runs ({len(loaded.arms)} arms × {len(loaded.seeds)} seeds"
-          f"{f' × {len(loaded.rungs)} rungs' if loaded.is_ladder else ''}), results in {results}")
+    shape = f"{len(loaded.arms)} arms × {len(loaded.seeds)} seed(s)"
+    shape += f" × {len(loaded.rungs)} rungs" if loaded.rungs else ""
+    print(f"study {loaded.name}: {len(runs)} runs ({shape}), results in {results}")
     for run in runs:
         state = "done" if launch.is_done(results, run.run_id) else "to run"
         print(f"  {run.index:>3}  {run.run_id}  {run.label:<40} {state}")

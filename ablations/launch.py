@@ -51,7 +51,7 @@ def run_args(run: Run, results: Path, wandb_group: str | None) -> list[str]:
     """The trainer arguments of a run: its config, seed, id, log and checkpoint folders, resume, wandb."""
     args = [*run.trainer_args(), f"--seed={run.seed}", f"--run_id={run.run_id}", f"--log_dir={results}",
             f"--checkpoint_dir={results / 'checkpoints'}", "--resume=auto"]
-    return args + ([f"--wandb=true", f"--wandb_group={wandb_group}"] if wandb_group else [])
+    return args + (["--wandb=true", f"--wandb_group={wandb_group}"] if wandb_group else [])
 
 
 def clear_stale(results: Path, run_id: str) -> None:
@@ -151,8 +151,8 @@ def write_slurm(name: str, runs: list[Run], results: Path, nproc: int | None, wa
     if nproc:
         lines += ["#SBATCH --nodes=1", "#SBATCH --ntasks=1", f"#SBATCH --gpus-per-task={nproc}"]
     lines += [f"#SBATCH {option}" for option in sbatch_options]
-    lines += ["", f"cd {shlex.quote(str(REPO))}",
-              f"srun ${{PYTHON:-python}} -m ablations task {shlex.quote(str(results / PLAN_FILE))} $SLURM_ARRAY_TASK_ID", ""]
+    task = f"-m ablations task {shlex.quote(str(results / PLAN_FILE))} $SLURM_ARRAY_TASK_ID"
+    lines += ["", f"cd {shlex.quote(str(REPO))}", f"srun ${{PYTHON:-python}} {task}", ""]
     script = results / f"{name}.sbatch"
     atomic_write(script, "\n".join(lines))
     return script

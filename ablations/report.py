@@ -112,38 +112,45 @@ def arm_rows(study: Study, results: list[Result]) -> list[dict]:
             values = [r.value for r in members if r.value is not None]
             s = stats.summarize(values)
             params = [r.info["n_params"] for r in members if r.info and "n_params" in r.info]
-            rows.append({"rung": rung, "arm": arm, "summary": s, "planned": len(members), "values": values,
+            rows.append({"rung": rung, "arm": arm, "summary": s, "planned": len(members),
                          "ratio": stats.ratio(s.mean, base_summary.mean),
                          "p": math.nan if arm == study.baseline else stats.welch_p(values, base),
                          "params": float(np.mean(params)) if params else None})
     return rows
 
 
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def markdown(study: Study, results: list[Result], rows: list[dict], reference: dict | None, plots: list[str]) -> str:
     digits = 2 if study.metric.kind == "time_to_target" else 4
+    ladder = study.is_ladder
     done = sum((r.info or {}).get("status") in DONE for r in results)
-    base = f"record `{study.record.parent.name}` (preset {study.preset})" if study.record else f"preset `{study.preset}`"
+    base = f"preset `{study.preset}`"
+    if study.record:
+        base = f"record `{study.record.parent.name}` ({base})"
     overrides = ", ".join(f"{k}={v}" for k, v in study.overrides.items()) or "none"
     lines = [f"# Ablation: {study.name}", ""] + ([study.description, ""] if study.description else []) + [
-             f"- Base: {base}; overrides for every run: {overrides}",
-             f"- Metric: {study.metric.label()}, lower is better; seeds {', '.join(map(str, study.seeds))}",
-             f"- Runs: {done} of {len(results)} done; statistics per arm: mean ± 95% CI (Student t), "
-             f"ratio = arm mean / baseline mean, p = Welch's t-test against `{study.baseline}` (two-sided)"]
+        f"- Base: {base}; overrides for every run: {overrides}",
+        f"- Metric: {study.metric.label()}, lower is better; seeds {', '.join(map(str, study.seeds))}",
+        f"- Runs: {done} of {len(results)} done; per arm: mean ± 95% CI (Student t), ratio = arm mean / "
+        f"baseline mean, p = Welch's two-sided t-test against `{study.baseline}`"]
     lines += [f"- Rung {name}: " + ", ".join(f"{k}={v}" for k, v in config.items()) for name, config in study.rungs]
-    lines.append("")
-    head = ["rung", "params"] if study.is_ladder else []
-    lines += ["| " + " | ".join(head + ["arm", "changes", "n", "mean ± 95% CI", "ratio to baseline", "p"]) + " |",
-              "|" + "---|" * (len(head) + 6)]
+    cells = []
     for row in rows:
         s = row["summary"]
         ci = f" ± {fmt(s.ci95, digits)}" if math.isfinite(s.ci95) else ""
-        cells = [row["rung"], params_text(row["params"])] if study.is_ladder else []
-        cells += [f"`{row['arm']}`", study.changes(row["arm"]), f"{s.n}/{row['planned']}", fmt(s.mean, digits) + ci,
-                  fmt(row["ratio"], 4), fmt(row["p"], 4)]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells.append(([row["rung"], params_text(row["params"])] if ladder else []) + [
+            f"`{row['arm']}`", study.changes(row["arm"]), f"{s.n}/{row['planned']}", fmt(s.mean, digits) + ci,
+            fmt(row["ratio"], 4), fmt(row["p"], 4)])
+    lines += [""] + table((["rung", "params"] if ladder else []) +
+                          ["arm", "changes", "n", "mean ± 95% CI", "ratio to baseline", "p"], cells)
     if reference:
+        seconds = (reference["train_time_ms"] or math.nan) / 1000
         lines += ["", f"Reference, record `{reference['name']}`: mean final val loss {fmt(reference['val_loss'], 4)}, "
-                      f"mean train time {fmt((reference['train_time_ms'] or math.nan) / 1000, 1)} s."]
+                      f"mean train time {fmt(seconds, 1)} s."]
     codes = {r.info.get("code_hash") for r in results if r.info}
     devices = {str((r.info.get("hardware") or {}).get("device")) for r in results if r.info}
     if len(codes) > 1:
@@ -151,16 +158,15 @@ def markdown(study: Study, results: list[Result], rows: list[dict], reference: d
     if devices:
         lines += ["", f"Hardware: {', '.join(sorted(devices))}."]
     lines += [""] + [f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in plots]
-    lines += ["", "## Runs", "", "| run id | " + ("rung | " if study.is_ladder else "") + "arm | seed | status | metric | train time (s) |",
-              "|" + "---|" * (7 if study.is_ladder else 6)]
+    runs = []
     for r in results:
-        status = (r.info or {}).get("status", "not run")
-        time = (r.info or {}).get("train_time_ms")
-        cells = [f"`{r.run.run_id}`"] + ([r.run.rung] if study.is_ladder else []) + [
-            r.run.arm, str(r.run.seed), status, fmt(r.value, digits) if r.value is not None else r.note,
-            fmt(time / 1000 if time is not None else None, 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        info = r.info or {}
+        time = info.get("train_time_ms")
+        runs.append([f"`{r.run.run_id}`"] + ([r.run.rung] if ladder else []) + [
+            r.run.arm, str(r.run.seed), info.get("status", "not run"),
+            fmt(r.value, digits) if r.value is not None else r.note, fmt(time / 1000 if time is not None else None, 1)])
+    header = ["run id"] + (["rung"] if ladder else []) + ["arm", "seed", "status", "metric", "train time (s)"]
+    return "\n".join(lines + ["", "## Runs", ""] + table(header, runs)) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def summarize(values) -> Summary:
 
 
 def welch_p(a, b) -> float:
-    """Two-sided p of Welch's t-test, t = (x̄a − x̄b)/√(sa²/na + sb²/nb); NaN with fewer than two values a side."""
+    """Two-sided p of Welch's t-test, t = (x̄a − x̄b)/√(sa²/na + sb²/nb); NaN below two values a side."""
     if len(a) < 2 or len(b) < 2:
         return math.nan
     with warnings.catch_warnings():  # identical constant samples: scipy warns and returns NaN

@@ -31,6 +31,7 @@ LADDER_KEYS = ("rungs", "lr_rule", "base_batch_tokens", "warmup_steps", "cooldow
 RUNNER_KEYS = ("seed", "run_id", "log_dir", "checkpoint_dir", "resume", "force_resume", "wandb", "wandb_group")
 # Keys that do not change what a run computes: passed on, but left out of the run's hash.
 UNHASHED_KEYS = ("checkpoint_every", "keep_checkpoints", "wandb_project")
+NAME = re.compile(r"[\w.-]+")
 
 
 class StudyError(ValueError):
@@ -200,7 +201,7 @@ def load_record(entry: str, where: str) -> tuple[Path, str, dict]:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise StudyError(f"{path}: not valid JSON ({e}); regenerate it with `python -m records add`") from None
-    missing = [k for k in ("preset", "config") if not isinstance(record.get(k), (str if k == "preset" else dict))]
+    missing = [k for k, kind in (("preset", str), ("config", dict)) if not isinstance(record.get(k), kind)]
     if missing:
         raise StudyError(f"{path} lacks {' and '.join(missing)}, which a study's base needs; "
                          f"re-add the entry with a current `python -m records add`")
@@ -208,17 +209,22 @@ def load_record(entry: str, where: str) -> tuple[Path, str, dict]:
     return path, record["preset"], config
 
 
-def ladder_rungs(where: str, ladder: dict, overrides: dict) -> list[tuple[str, dict]]:
-    """Each rung's config: its own keys, the batch-size lr rule, and warmup/cooldown as fractions of its steps."""
+def ladder_rungs(where: str, ladder: dict, common: dict) -> list[tuple[str, dict]]:
+    """Each rung's config: its own keys, the batch-size lr rule, and warmup/cooldown as fractions of its
+    steps (num_iterations of the rung, else of `common`: the base config and overrides)."""
+    if not isinstance(ladder, dict):
+        raise StudyError(f"{where} must be a table: [ladder] with lr_rule, base_batch_tokens, rungs, ...")
     check_keys(where, ladder, LADDER_KEYS)
     rule = ladder.get("lr_rule", "none")
     if rule not in scaling.LR_RULES:
         raise StudyError(f"{where}: lr_rule {rule!r} is not one of {', '.join(scaling.LR_RULES)}")
     if rule != "none" and "base_batch_tokens" not in ladder:
-        raise StudyError(f"{where}: lr_rule {rule!r} needs base_batch_tokens, the batch the learning rates were tuned at")
+        raise StudyError(f"{where}: lr_rule {rule!r} needs base_batch_tokens, the batch the learning rates "
+                         f"were tuned at")
     rungs = ladder.get("rungs")
-    if not isinstance(rungs, list) or not rungs:
-        raise StudyError(f"{where}: `rungs` must be a non-empty list of tables like {{name = ..., n_layer = ..., model_dim = ...}}")
+    if not isinstance(rungs, list) or not rungs or not all(isinstance(r, dict) for r in rungs):
+        raise StudyError(f"{where}: `rungs` must be a non-empty list of tables like "
+                         f"{{name = ..., n_layer = ..., model_dim = ...}}")
     out = []
     for i, rung in enumerate(rungs):
         rung = dict(rung)
@@ -228,9 +234,10 @@ def ladder_rungs(where: str, ladder: dict, overrides: dict) -> list[tuple[str, d
             rung.update(lr_scaling=rule, lr_base_batch_tokens=ladder["base_batch_tokens"])
         for length, frac in (("warmup_steps", "warmup_frac"), ("cooldown_steps", "cooldown_frac")):
             if length in ladder:
-                steps = rung.get("num_iterations", overrides.get("num_iterations"))
-                if steps is None:
-                    raise StudyError(f"{where}: {length} needs num_iterations in the rung {name!r} or in overrides")
+                steps = rung.get("num_iterations", common.get("num_iterations"))
+                if not isinstance(steps, int) or steps < 1:
+                    raise StudyError(f"{where}: {length} needs num_iterations (a positive integer) in the rung "
+                                     f"{name!r} or in overrides")
                 rung[frac] = min(ladder[length] / steps, 1.0)
         out.append((name, rung))
     if len({name for name, _ in out}) != len(out):
@@ -246,7 +253,12 @@ def parse_metric(where: str, table) -> Metric:
     check_keys(where, table, ("kind", needed))
     if needed not in table and kind != "val_loss_at_step":
         raise StudyError(f"{where}: metric {kind} needs `{needed}`")
-    return Metric(kind, **{needed: table.get(needed)})
+    value = table.get(needed)
+    number = (int,) if needed == "step" else (int, float)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, number) or value < 0):
+        raise StudyError(f"{where}: `{needed}` must be a non-negative {'integer' if needed == 'step' else 'number'}, "
+                         f"got {value!r}")
+    return Metric(kind, **{needed: value})
 
 
 def load(path: str | Path) -> Study:
@@ -255,6 +267,9 @@ def load(path: str | Path) -> Study:
     data = read_file(path)
     where = str(path)
     check_keys(where, data, STUDY_KEYS)
+    name = str(data.get("name", path.stem))
+    if not NAME.fullmatch(name):
+        raise StudyError(f"{where}: name {name!r} names folders: use letters, digits, '.', '_' and '-' only")
     base = data.get("base", {})
     if not isinstance(base, dict) or len(base) != 1 or not ({"preset", "record"} & base.keys()):
         raise StudyError(f"{where}: `base` must be {{preset = \"tiny\"}} or {{record = \"records/<entry>\"}}")
@@ -270,15 +285,18 @@ def load(path: str | Path) -> Study:
         check_config_keys(f"{where}: arm {arm!r}", changes)
     metric = parse_metric(f"{where}: metric", data.get("metric"))
     if metric.kind == "time_to_target" and any("target_val_loss" in c for c in [overrides, *arms.values()]):
-        raise StudyError(f"{where}: the metric's target sets target_val_loss for every run; remove it from overrides/arms")
+        raise StudyError(f"{where}: the metric's target sets target_val_loss for every run; "
+                         f"remove it from overrides/arms")
     baseline = data.get("baseline", next(iter(arms)))
     if baseline not in arms:
         raise StudyError(f"{where}: baseline {baseline!r} is not an arm{closest(baseline, arms)}")
     seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds) or \
+            not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise StudyError(f"{where}: `seeds` must be a list of distinct integers, e.g. seeds = [0, 1, 2]")
-    rungs = ladder_rungs(f"{where}: ladder", data["ladder"], overrides) if "ladder" in data else []
-    return Study(name=str(data.get("name", path.stem)), description=str(data.get("description", "")).strip(),
+    ladder = data.get("ladder")
+    rungs = ladder_rungs(f"{where}: ladder", ladder, {**base_config, **overrides}) if ladder is not None else []
+    return Study(name=name, description=str(data.get("description", "")).strip(),
                  path=path, preset=preset, base_config=base_config, record=record, overrides=overrides,
                  arms=arms, baseline=baseline, seeds=seeds, metric=metric, rungs=rungs)
 

@@ -71,10 +71,10 @@ lr_hidden = 0.003
 
 
 def test_hash_is_stable_across_spellings_and_ignores_operational_keys(tmp_path):
-    spelled = [study.load(write_study(tmp_path, TWO_ARMS.replace("rotary = false", f"logit_softcap = {v}"), name=f"s{i}"))
-               for i, v in enumerate(("0", "0.0"))]
-    assert spelled[0].plan()[1].run_id == spelled[1].plan()[1].run_id
-    assert spelled[1].plan()[1].config["logit_softcap"] == 0 and spelled[1].plan()[1].trainer_args()[2] == "--logit_softcap=0"
+    spelled = [study.load(write_study(tmp_path, TWO_ARMS.replace("rotary = false", f"logit_softcap = {v}"),
+                                      name=f"s{i}")).plan()[1] for i, v in enumerate(("0", "0.0"))]
+    assert spelled[0].run_id == spelled[1].run_id
+    assert spelled[1].config["logit_softcap"] == 0 and spelled[1].trainer_args()[2] == "--logit_softcap=0"
     one = study.Run(0, "a", 0, None, "tiny", {"n_layer": 2})
     two = study.Run(5, "b", 1, None, "tiny", {"n_layer": 2, "checkpoint_every": 50})
     assert one.config_hash == two.config_hash != study.Run(0, "a", 0, None, "gpt2classic", {"n_layer": 2}).config_hash
@@ -119,19 +119,38 @@ qk_norm = false
      "baseline 'base' is not an arm"),
     ("arms = {a = {}, b = {target_val_loss = 2.0}}\nmetric = {kind = \"time_to_target\", target = 1.8}",
      "remove it from overrides/arms"),
+    ("arms = {a = {}, b = {rotary = false}}\nmetric = {kind = \"val_loss_at_step\", step = 1.5}",
+     "`step` must be a non-negative integer"),
+    ("arms = {a = {}, b = {rotary = false}}\nmetric = {kind = \"val_loss_at_step\"}\nladder = {rungs = [{n_layer = 2}],"
+     " warmup_steps = 5}", "warmup_steps needs num_iterations"),
 ])
 def test_bad_study_files_are_named_errors(tmp_path, body, message):
     with pytest.raises(study.StudyError, match=re.escape(message)):
         study.load(write_study(tmp_path, body)).plan()
 
 
+def test_study_names_and_file_kinds(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'name = "a/b"\nbase = {{preset = "tiny"}}\n{TWO_ARMS}')
+    with pytest.raises(study.StudyError, match="name 'a/b' names folders"):
+        study.load(bad)
+    (tmp_path / "s.yaml").write_text("")
+    with pytest.raises(study.StudyError, match="a study file is .toml or .py"):
+        study.load(tmp_path / "s.yaml")
+    (tmp_path / "s.py").write_text("X = 1\n")
+    with pytest.raises(study.StudyError, match="must define STUDY"):
+        study.load(tmp_path / "s.py")
+
+
 def test_plan_is_checked_against_the_trainers_keys(tmp_path):
-    s = study.load(write_study(tmp_path, "arms = {a = {}, b = {rotory = false}}\nmetric = {kind = \"val_loss_at_step\"}"))
-    with pytest.raises(study.StudyError, match="unknown config key 'rotory' \\(did you mean 'rotary'\\?\\)"):
+    step = 'metric = {kind = "val_loss_at_step"}'
+    s = study.load(write_study(tmp_path, f"arms = {{a = {{}}, b = {{rotory = false}}}}\n{step}"))
+    with pytest.raises(study.StudyError, match=re.escape("unknown config key 'rotory' (did you mean 'rotary'?)")):
         study.check_against_trainer(s, s.plan())
-    s = study.load(write_study(tmp_path, "arms = {a = {}, b = {n_layer = 2.5}}\nmetric = {kind = \"val_loss_at_step\"}"))
+    s = study.load(write_study(tmp_path, f"arms = {{a = {{}}, b = {{n_layer = 2.5}}}}\n{step}"))
     with pytest.raises(study.StudyError, match="n_layer = 2.5 should be a int"):
         study.check_against_trainer(s, s.plan())
+
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
@@ -182,7 +201,8 @@ def test_statistics_against_hand_computed_values():
     # mean 2, s = 1, t(0.975, df 2) = 4.302653 → half-width 4.302653/√3 = 2.484138
     assert (s.n, s.mean, s.std) == (3, 2.0, 1.0) and s.ci95 == pytest.approx(2.484138, abs=1e-6)
     assert stats.summarize([5.0]).mean == 5.0 and math.isnan(stats.summarize([5.0]).ci95)
-    # Welch: a = [1,2,3], b = [2,4,6]: t = (2−4)/√(1/3 + 4/3) = −1.549193; df = (5/3)² / ((1/3)²/2 + (4/3)²/2) = 2.941176
+    # Welch: a = [1,2,3], b = [2,4,6]: t = (2−4)/√(1/3 + 4/3) = −1.549193,
+    # df = (5/3)² / ((1/3)²/2 + (4/3)²/2) = 2.941176
     from scipy.stats import t as student
     assert stats.welch_p([1, 2, 3], [2, 4, 6]) == pytest.approx(2 * student.sf(1.549193, 2.941176), rel=1e-5)
     assert math.isnan(stats.welch_p([1.0], [2.0, 3.0]))
@@ -257,7 +277,8 @@ def test_micro_ablation_end_to_end_then_cached(tmp_path, monkeypatch, capsys):
     base = stats.summarize([infos[0]["final_val_loss"], infos[2]["final_val_loss"]])
     variant = stats.summarize([infos[1]["final_val_loss"], infos[3]["final_val_loss"]])
     assert f"| `baseline` | none | 2/2 | {base.mean:.4f} ± {base.ci95:.4f} | 1.0000 | – |" in text
-    assert f"| `no_rotary` | rotary=false | 2/2 | {variant.mean:.4f} ± {variant.ci95:.4f} | {variant.mean / base.mean:.4f} |" in text
+    ratio = variant.mean / base.mean
+    assert f"| `no_rotary` | rotary=false | 2/2 | {variant.mean:.4f} ± {variant.ci95:.4f} | {ratio:.4f} |" in text
     for name in ("val_loss_vs_step.png", "val_loss_vs_time.png"):
         assert (out / name).read_bytes().startswith(PNG_MAGIC) and f"]({name})" in text
 
@@ -322,7 +343,8 @@ rotary = false
     # small: baseline 2.1, off 2.3 → ratio 1.0952; p by Welch on [2.2, 2.4] vs [2.0, 2.2] (t = 1.4142, df = 2)
     from scipy.stats import t as student
     p = 2 * student.sf(0.2 / math.sqrt(0.02 / 2 + 0.02 / 2), 2)
-    assert f"| small | 1k | `off` | rotary=false | 2/2 | 2.3000 ± {stats.summarize([2.2, 2.4]).ci95:.4f} | 1.0952 | {p:.4f} |" in text
+    ci = stats.summarize([2.2, 2.4]).ci95
+    assert f"| small | 1k | `off` | rotary=false | 2/2 | 2.3000 ± {ci:.4f} | 1.0952 | {p:.4f} |" in text
     assert "| big | 4k | `off` | rotary=false | 1/2 | 1.8000 | 1.1250 | – |" in text
     assert f"| `{runs[-1].run_id}` | big | off | 1 | not run | not run | – |" in text
     for name in ("val_loss_vs_step.png", "val_loss_vs_time.png", "metric_vs_params.png"):
