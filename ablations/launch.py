@@ -69,11 +69,12 @@ def eta(seconds: float) -> str:
 
 
 def outcome(results: Path, run_id: str) -> str:
+    """`complete: val_loss X at step N, train time Ts` for a finished run, else its status and step."""
     info = summary(results, run_id) or {}
-    loss, ms = info.get("final_val_loss"), info.get("train_time_ms")
-    text = f"{info.get('status', 'no summary')}: val_loss {loss:.4f} at step {info.get('steps')}" if loss is not None \
-        else info.get("status", "no summary")
-    return text + (f", train time {ms / 1000:.1f}s" if ms is not None else "")
+    status, loss, ms = info.get("status", "no summary"), info.get("final_val_loss"), info.get("train_time_ms")
+    if status not in DONE or loss is None or ms is None:
+        return f"{status} at step {info['steps']}" if "steps" in info else status
+    return f"{status}: val_loss {loss:.4f} at step {info['steps']}, train time {ms / 1000:.1f}s"
 
 
 class Progress:

@@ -295,6 +295,20 @@ def test_micro_ablation_end_to_end_then_cached(tmp_path, monkeypatch, capsys):
     assert not cut.exists() and not (results / f"{runs[3].run_id}.txt").exists()
 
 
+def test_a_preempted_run_keeps_its_logs_for_resuming(tmp_path):
+    """A run cut off with a checkpoint resumes (--resume=auto); without one its logs are cleared for a fresh start."""
+    for run_id in ("kept", "fresh"):
+        (tmp_path / f"{run_id}.txt").write_text("partial log")
+        (tmp_path / f"{run_id}.json").write_text(json.dumps({"status": "preempted", "steps": 133}))
+    (tmp_path / "checkpoints/kept/step_000133").mkdir(parents=True)
+    (tmp_path / "checkpoints/kept/step_000133/rank0.pt").write_bytes(b"")
+    assert not launch.is_done(tmp_path, "kept") and launch.outcome(tmp_path, "kept") == "preempted at step 133"
+    launch.clear_stale(tmp_path, "kept")
+    launch.clear_stale(tmp_path, "fresh")
+    assert (tmp_path / "kept.txt").exists() and (tmp_path / "kept.json").exists()
+    assert not (tmp_path / "fresh.txt").exists() and not (tmp_path / "fresh.json").exists()
+
+
 def test_slurm_array_script_and_its_tasks(tmp_path, monkeypatch, capsys):
     path, results = write_study(tmp_path, TWO_ARMS), tmp_path / "results"
     argv = ["run", str(path), "--results", str(results), "--backend=slurm", "--nproc=2", "--wandb",
