@@ -337,4 +337,4 @@ def check_against_trainer(study: Study, runs: list[Run]) -> None:
                 raise StudyError(f"{study.path}: unknown config key {key!r}{closest(key, keys)} "
                                  f"(`python train_gpt.py --help` lists them)")
             if not TYPE_CHECKS[keys[key]](value):
-                raise StudyError(f"{study.path}: {key} = {value!r} should be a {keys[key]}")
+                raise StudyError(f"{study.path}: {key} = {value!r} should be of type {keys[key]}")

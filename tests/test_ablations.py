@@ -148,7 +148,7 @@ def test_plan_is_checked_against_the_trainers_keys(tmp_path):
     with pytest.raises(study.StudyError, match=re.escape("unknown config key 'rotory' (did you mean 'rotary'?)")):
         study.check_against_trainer(s, s.plan())
     s = study.load(write_study(tmp_path, f"arms = {{a = {{}}, b = {{n_layer = 2.5}}}}\n{step}"))
-    with pytest.raises(study.StudyError, match="n_layer = 2.5 should be a int"):
+    with pytest.raises(study.StudyError, match="n_layer = 2.5 should be of type int"):
         study.check_against_trainer(s, s.plan())
 
 
