@@ -34,28 +34,10 @@ from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt  # noqa: E402
+from analysis.checkpoint import find_checkpoint, load_model  # noqa: E402
 from data.atomic import atomic_write  # noqa: E402
 
 MODES = ("line", "plane", "interpolate")
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A step folder holding rank0.pt: the path itself, or the newest step of a run folder."""
-    path = Path(path)
-    found = path if (path / "rank0.pt").is_file() else train_gpt.latest_checkpoint(path)
-    if found is None:
-        raise FileNotFoundError(f"no checkpoint at {path}: expected a step folder with rank0.pt or a run folder "
-                                "holding step_NNNNNN/ folders (train with --checkpoint_every=N)")
-    return found
-
-
-def load(step_dir: Path, device: torch.device) -> tuple[train_gpt.GPT, dict]:
-    """The model of a checkpoint, rebuilt from its config (keys this train_gpt.py lacks are dropped), and the state."""
-    state = torch.load(step_dir / "rank0.pt", map_location=device, weights_only=False)
-    cfg = train_gpt.Config(**{k: v for k, v in state["config"].items() if k in train_gpt.FIELDS})
-    model = train_gpt.GPT(cfg).to(device)
-    model.load_state_dict(state["model"])
-    return model.eval(), state
 
 
 def validation_loss(model: train_gpt.GPT, batches: int | None, device: torch.device):
@@ -131,7 +113,7 @@ def landscape(checkpoint: str | Path, mode: str = "line", span: float | None = N
         raise ValueError(f"--points must be at least 2, got {points}")
     device = torch.device(device)
     step_dir = find_checkpoint(checkpoint)
-    model, state = load(step_dir, device)
+    model, state = load_model(step_dir, device)
     loss = validation_loss(model, batches, device)
     final = [p.detach().clone() for p in model.parameters()]
     run = step_dir.parent.name
@@ -139,7 +121,7 @@ def landscape(checkpoint: str | Path, mode: str = "line", span: float | None = N
         start = step_dir.parent / "step_000000"
         if not (start / "rank0.pt").is_file():
             raise FileNotFoundError(f"no step-0 checkpoint at {start}: train with --checkpoint_every=N to keep it")
-        initial = [p.detach().clone() for p in load(start, device)[0].parameters()]
+        initial = [p.detach().clone() for p in load_model(start, device)[0].parameters()]
         span = 0.5 if span is None else span
         axes = [np.linspace(-span, 1 + span, points)]
         grid = scan(model, initial, [[f - i for f, i in zip(final, initial)]], axes, loss)
