@@ -23,18 +23,14 @@ import io
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt  # noqa: E402
 from analysis.checkpoint import find_checkpoint, load_model  # noqa: E402
+from analysis.figures import plt, save_png  # noqa: E402
 from data.atomic import atomic_write  # noqa: E402
 
 MODES = ("line", "plane", "interpolate")
@@ -88,7 +84,7 @@ def plot(path: Path, axes: list[np.ndarray], grid: np.ndarray, title: str, xlabe
         ax.set_ylabel("validation loss")
     else:
         levels = np.geomspace(grid.min(), grid.max(), 25) if grid.max() > grid.min() else None
-        filled = ax.contourf(axes[0], axes[1], grid.T, levels=levels, norm=LogNorm(), cmap="viridis")
+        filled = ax.contourf(axes[0], axes[1], grid.T, levels=levels, norm="log", cmap="viridis")
         ax.contour(axes[0], axes[1], grid.T, levels=levels, colors="k", linewidths=0.4)
         fig.colorbar(filled, ax=ax, label="validation loss (log scale)", format="%.3g",
                      ticks=None if levels is None else levels[::4])
@@ -97,10 +93,7 @@ def plot(path: Path, axes: list[np.ndarray], grid: np.ndarray, title: str, xlabe
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def landscape(checkpoint: str | Path, mode: str = "line", span: float | None = None, points: int = 21,

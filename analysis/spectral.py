@@ -15,14 +15,10 @@ summary's `spectral` list, wandb). From a checkpoint:
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data.atomic import atomic_write  # noqa: E402
 
 STATS = ("sigma_max", "sigma_min", "stable_rank", "effective_rank")
 
@@ -66,9 +62,7 @@ def log_line(step: int, row: dict) -> str:
 
 def plot_spectra(path: Path, matrices: dict[str, torch.Tensor], title: str) -> None:
     """σᵢ/σ₁ against i/k for every matrix, one panel per kind of matrix (qkv, proj, fc, ...), colour by layer."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from analysis.figures import plt, save_png  # here: train_gpt.py imports this module, and needs no matplotlib
 
     kinds = sorted({name.split(".", 2)[-1] for name in matrices})
     fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), squeeze=False)
@@ -85,10 +79,7 @@ def plot_spectra(path: Path, matrices: dict[str, torch.Tensor], title: str) -> N
     axes[0][0].set_ylabel("σᵢ / σ₁ (colour: layer, dark = first)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,8 @@ from analysis import landscape as ls
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A 6-step run checkpointed at steps 0, 3 and 6; returns (checkpoint run folder, summary)."""
-    root = tmp_path_factory.mktemp("landscape")
-    done = trainer.run([*trainer.SMALL, "--checkpoint_every=3", f"--log_dir={root / 'logs'}",
-                        f"--checkpoint_dir={root / 'ckpt'}", "--run_id=r"])
-    assert done.returncode == 0, done.stderr
-    return root / "ckpt" / "r", trainer.logs(root / "logs", "r")[1]
+    run_dir, _, summary = trainer.checkpointed_run(tmp_path_factory.mktemp("landscape"), "r", "--checkpoint_every=3")
+    return run_dir, summary
 
 
 def test_plane_centre_is_the_checkpoints_logged_loss(run, tmp_path):

@@ -34,10 +34,9 @@ def test_rank_one_and_zero_matrices():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("spectral")
-    done = trainer.run([*trainer.SMALL, "--spectral_every=2", "--checkpoint_every=1", "--keep_checkpoints=10",
-                        f"--log_dir={root}", f"--checkpoint_dir={root / 'ckpt'}", "--run_id=s"])
-    assert done.returncode == 0, done.stderr
-    return root, *trainer.logs(root, "s")
+    _, text, summary = trainer.checkpointed_run(root, "s", "--spectral_every=2", "--checkpoint_every=1",
+                                                "--keep_checkpoints=10")
+    return root, text, summary
 
 
 def test_run_logs_weight_and_update_stats_every_n_steps(run):

@@ -58,11 +58,7 @@ def test_loads_jsonl_and_rejects_bad_labels(tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hellaswag")
-    done = trainer.run([*trainer.SMALL, "--checkpoint_every=6", f"--log_dir={root}",
-                        f"--checkpoint_dir={root / 'ckpt'}", "--run_id=h"])
-    assert done.returncode == 0, done.stderr
-    return root / "ckpt" / "h"
+    return trainer.checkpointed_run(tmp_path_factory.mktemp("hellaswag"), "h", "--checkpoint_every=6")[0]
 
 
 def test_batched_scores_equal_one_ending_at_a_time(checkpoint):
