@@ -127,7 +127,8 @@ def landscape(checkpoint: str | Path, mode: str = "line", span: float | None = N
         axes = [np.linspace(-span, span, points)] * dims
         grid = scan(model, final, dirs, axes, loss)
         xlabel, marks = "α", (0.0,)
-        title = f"{dims} random direction(s), {'filter-normalised' if filter_norm else 'scaled to ‖w‖'}, seed {seed}"
+        scaling = "filter-normalised" if filter_norm else "scaled to ‖w‖"
+        title = f"{dims} random direction(s), {scaling}, seed {seed}"
     name = f"{run}_step{state['step']:06d}_{mode}{'_filter' if filter_norm and mode != 'interpolate' else ''}"
     out = Path(out)
     npz, png = out / f"{name}.npz", out / f"{name}.png"

@@ -42,7 +42,8 @@ def test_acc_norm_takes_the_lowest_mean_and_acc_the_lowest_sum():
 
 
 def test_render_masks_ending_tokens_and_truncates_from_the_left():
-    tokens, mask = hellaswag.render({"ctx": "abcdef", "endings": ["gh", "ijklmnop"]}, ByteTokenizer().encode_ordinary, 10)
+    example = {"ctx": "abcdef", "endings": ["gh", "ijklmnop"]}
+    tokens, mask = hellaswag.render(example, ByteTokenizer().encode_ordinary, 10)
     assert tokens[0].tolist() == list(b"abcdef gh") + [0] and mask[0].tolist() == [0] * 6 + [1] * 3 + [0]
     assert tokens[1].tolist() == list(b"f ijklmnop") and mask[1].tolist() == [0] + [1] * 9
 
