@@ -40,7 +40,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 import optimizers  # noqa: E402  (repo package; imported after the path is set)
-from analysis import scaling  # noqa: E402
+from analysis import scaling, spectral  # noqa: E402
 from data import embedded  # noqa: E402
 from data.atomic import atomic_write  # noqa: E402
 from data.shards import ShardError, read_header, read_shard  # noqa: E402
@@ -122,6 +122,7 @@ class Config:
     nan_policy: str = knob("stop", "on a non-finite loss or gradient norm: stop | skip (drop that update)")
     inject_nan_step: int = knob(-1, "testing aid: make the loss NaN at this step")
     run_id: str = knob("", "name of this run's log files (default: time and a random suffix)")
+    spectral_every: int = knob(0, "every N steps log singular-value statistics of each hidden matrix and its update (0: off)")
     wandb: bool = knob(False, "also log to Weights & Biases (needs `pip install wandb`)")
     wandb_project: str = knob("nanogpt-speedrun", "wandb project")
     wandb_group: str = knob("", "wandb group (ablation studies set it)")
@@ -486,8 +487,8 @@ def check_config(cfg: Config, world: int) -> None:
                           f"the per-rank batch {per_rank}")
     if cfg.val_tokens % (world * micro):
         raise ConfigError(f"val_tokens {cfg.val_tokens} is not divisible by world size {world} × micro batch {micro}")
-    if cfg.num_iterations < 1 or cfg.val_every < 0:
-        raise ConfigError("num_iterations must be >= 1 and val_every >= 0")
+    if cfg.num_iterations < 1 or cfg.val_every < 0 or cfg.spectral_every < 0:
+        raise ConfigError("num_iterations must be >= 1, val_every >= 0 and spectral_every >= 0")
     if cfg.nan_policy not in ("stop", "skip"):
         raise ConfigError(f"--nan_policy must be stop or skip, got {cfg.nan_policy!r}")
     if cfg.lr_scaling not in scaling.LR_RULES or cfg.cooldown_shape not in scaling.COOLDOWN_SHAPES:
@@ -577,7 +578,8 @@ class RunLog:
         self.file_hashes = source_hashes(sources)
         self.code_hash = hashlib.sha256(json.dumps(self.file_hashes, sort_keys=True).encode()).hexdigest()
         self.summary = {"run_id": run_id, "status": "running", "preset": preset, "config": dataclasses.asdict(cfg),
-                        "code_hash": self.code_hash, "hardware": environment(d), "val_history": [], "resumed": []}
+                        "code_hash": self.code_hash, "hardware": environment(d), "val_history": [], "resumed": [],
+                        "spectral": []}
         self.wandb = None
         if not self.enabled:
             return
@@ -593,7 +595,7 @@ class RunLog:
         if resume is not None and self.txt.exists():
             kept = self.txt.read_bytes()[:resume["log_offset"]]
             atomic_write(self.txt, kept)
-            self.summary.update({k: resume["summary"][k] for k in ("val_history", "resumed")})
+            self.summary.update({k: resume["summary"].get(k, []) for k in ("val_history", "resumed", "spectral")})
         elif self.txt.exists():
             raise ConfigError(f"{self.txt} exists already; pick another --run_id (or --resume=auto to continue it)")
         else:
@@ -625,6 +627,14 @@ class RunLog:
         if self.wandb is not None:
             self.wandb.log({metric: value, "train_time_ms": train_ms}, step=step)
 
+    def spectral(self, step: int, rows: list[dict]) -> None:
+        """Singular-value statistics of the hidden matrices and their updates (analysis/spectral.py)."""
+        for row in rows:
+            self.print(spectral.log_line(step, row))
+            self.summary["spectral"].append({"step": step, **row})
+            if self.wandb is not None:
+                self.wandb.log({f"spectral/{row['name']}/{k}": v for k, v in row.items() if k != "name"}, step=step)
+
     def save_summary(self, **fields) -> None:
         self.summary.update(fields)
         if self.enabled:
@@ -642,7 +652,7 @@ class RunLog:
 #    only once every rank has written, so a crash mid-write leaves the previous one intact.
 
 OPERATIONAL_KEYS = {"resume", "force_resume", "run_id", "log_dir", "checkpoint_dir", "checkpoint_every",
-                    "keep_checkpoints", "wandb", "wandb_project", "wandb_group", "inject_nan_step"}
+                    "keep_checkpoints", "wandb", "wandb_project", "wandb_group", "inject_nan_step", "spectral_every"}
 SHAPE_KEYS = {"vocab_size", "n_layer", "model_dim", "n_head", "mlp_ratio", "rotary", "rmsnorm", "untied_head", "bias"}
 
 
@@ -809,6 +819,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     torch.manual_seed(cfg.seed)
     model = GPT(cfg).to(d.device)
     n_params = sum(p.numel() for p in model.parameters())
+    hidden = spectral.named(model, parameter_groups(model)["hidden"])
     opts = build_optimizers(cfg, model)
     cuda = d.device.type == "cuda"
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else model
@@ -880,6 +891,8 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
             dist.all_reduce(shared)
         train_loss, grad_norm, stop_votes = (shared / d.world).tolist()
         finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
+        spectral_due = d.master and cfg.spectral_every and (step + 1) % cfg.spectral_every == 0
+        before = {name: p.detach().clone() for name, p in hidden.items()} if spectral_due else None
         if finite:
             for opt in opts:
                 for group in opt.param_groups:
@@ -890,6 +903,8 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         train_ms += 1000 * (time.perf_counter() - t0)
         step += 1
         log.step(step, "train_loss", train_loss, train_ms)
+        if before is not None:
+            log.spectral(step, spectral.report(before, hidden))
         if not finite:
             message = f"step:{step} non-finite train loss {train_loss} or gradient norm {grad_norm}"
             if cfg.nan_policy == "skip":

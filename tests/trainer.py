@@ -28,6 +28,13 @@ def logs(log_dir: Path, run_id: str) -> tuple[str, dict]:
     return (log_dir / f"{run_id}.txt").read_text(), json.loads((log_dir / f"{run_id}.json").read_text())
 
 
+def checkpointed_run(root: Path, run_id: str, *extra: str) -> tuple[Path, str, dict]:
+    """A SMALL run with logs in root and checkpoints in root/ckpt; (its checkpoint folder, log text, summary)."""
+    done = run([*SMALL, *extra, f"--log_dir={root}", f"--checkpoint_dir={root / 'ckpt'}", f"--run_id={run_id}"])
+    assert done.returncode == 0, done.stderr
+    return root / "ckpt" / run_id, *logs(root, run_id)
+
+
 def losses(text: str, kind: str) -> list[tuple[int, float]]:
     """(step, loss) of every `step:N/M {kind}:X` line."""
     found = []

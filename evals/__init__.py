@@ -1,0 +1,1 @@
+"""Downstream evaluations of train_gpt.py checkpoints."""

@@ -1,0 +1,104 @@
+"""analysis/footprint.py against the decks' (ZeRO paper's) figures, the real model and the real optimizers."""
+import math
+
+import pytest
+import torch
+
+import train_gpt
+from analysis import footprint as fp
+
+GPT2_XL = fp.build_config("gpt2-xl", {})
+
+
+def within(value: float, expected: float, tolerance: float = 0.10) -> bool:
+    return abs(value - expected) <= tolerance * expected
+
+
+@pytest.mark.parametrize("preset", ["tiny", "speedrun124m", "gpt2classic", "gpt2-xl"])
+def test_parameter_shapes_match_the_model(preset):
+    cfg = fp.build_config(preset, {})
+    with torch.device("meta"):
+        model = train_gpt.GPT(cfg)
+    real = {g: sorted(tuple(p.shape) for p in ps) for g, ps in train_gpt.parameter_groups(model).items()}
+    assert real == {g: sorted(shapes) for g, shapes in fp.parameter_shapes(cfg).items()}
+
+
+def test_gpt2_xl_mixed_adam_model_states_are_16_psi_about_24_gb():
+    result = fp.footprint(GPT2_XL, "adam", "mixed", micro_batch=32)
+    states = result.rows["parameters"] + result.rows["gradients"] + result.rows["optimizer states"]
+    assert result.n_params == 1_557_611_200  # GPT-2 XL, "1.5B"
+    assert states == 16 * result.n_params
+    assert within(states / fp.GB, 24)
+
+
+def test_gpt2_xl_activations_about_60_gb_and_8_gb_with_checkpointing():
+    full = fp.activation_bytes(GPT2_XL, 32, "mixed", checkpointing=False, model="zero")["activations (layers)"]
+    saved = fp.activation_bytes(GPT2_XL, 32, "mixed", checkpointing=True, model="zero")["activations (layers)"]
+    assert within(full / fp.GB, 60) and within(saved / fp.GB, 8)
+
+
+def test_zero_stages_reproduce_the_papers_figure_1():
+    """Ψ = 7.5B, K = 12 (mixed Adam), N_d = 64: 120, 31.4, 16.6 and 1.88 GB per GPU."""
+    psi = 7.5e9
+    for stage, expected in enumerate([120, 31.4, 16.6, 1.88]):
+        total = sum(fp.model_state_bytes(psi, 2 * psi, "mixed", zero=stage, dp=64).values()) / fp.GB
+        assert within(total, expected, 0.02), (stage, total)
+
+
+def test_korthikanti_layer_count():
+    """34·sbh + 5·a·s²·b bytes per layer at MLP ratio 4; flash drops the scores; checkpointing keeps 2sbh."""
+    cfg = train_gpt.Config(n_layer=3, model_dim=96, n_head=4, seq_len=128, vocab_size=100, logit_softcap=0)
+    s, b, h, a = 128, 5, 96, 4
+    rows = fp.activation_bytes(cfg, b, "mixed", checkpointing=False, flash=False)
+    assert rows["activations (layers)"] == pytest.approx(3 * (34 * s * b * h + 5 * a * s * s * b))
+    assert rows["activations (logits)"] == 4 * s * b * 100
+    flash = fp.activation_bytes(cfg, b, "fp32", checkpointing=True)
+    assert flash["activations (layers)"] == pytest.approx(2 * (3 * 2 * s * b * h + 34 * s * b * h))
+
+
+@pytest.mark.parametrize("wiring", [
+    {},  # the preset's: Muon for hidden matrices, Adam for the rest
+    dict(opt_hidden="shampoo", opt_embed="shampoo", opt_head="shampoo", opt_scalar="shampoo"),
+    dict(opt_hidden="sgd", opt_embed="adamw", opt_head="sgd", opt_scalar="rmsprop"),
+])
+def test_state_numbers_match_the_optimizers(wiring):
+    cfg = train_gpt.Config(**{**train_gpt.PRESETS["gpt2classic"], **wiring, "n_layer": 2, "model_dim": 32,
+                              "n_head": 2, "seq_len": 16, "vocab_size": 64, "device": "cpu"})
+    torch.manual_seed(0)
+    model = train_gpt.GPT(cfg)
+    opts = train_gpt.build_optimizers(cfg, model)
+    model(torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16))).backward()
+    for opt in opts:
+        opt.step()
+    held = sum(t.numel() for opt in opts for state in opt.state.values()
+               for t in torch.utils._pytree.tree_leaves(dict(state)) if torch.is_tensor(t) and t.ndim > 0)
+    chosen = fp.group_optimizers(cfg, None)
+    expected = sum(fp.state_numbers(chosen[g], s) for g, shapes in fp.parameter_shapes(cfg).items() for s in shapes)
+    assert held == expected
+
+
+def test_muon_alone_gives_adam_to_non_matrices():
+    cfg = fp.build_config("speedrun124m", {})
+    assert fp.group_optimizers(cfg, "muon") == {"hidden": "muon", "embed": "adam", "head": "adam", "scalar": "adam"}
+    assert fp.state_numbers("sgd", (10, 10)) == 0 and fp.state_numbers("momentum", (10, 10)) == 100
+
+
+def test_shampoo_blocks():
+    """A 1500 × 3 matrix in blocks of 1024 rows: (1024² + 9 + 476² + 9) × 2 numbers of L, R, roots."""
+    assert fp.shampoo_matrix_numbers((1500, 3)) == 2 * (1024**2 + 9 + 476**2 + 9)
+    assert fp.shampoo_matrix_numbers((7,)) == 2 * (1 + 49)
+
+
+def test_cli_prints_the_table(capsys):
+    assert fp.main(["--preset=gpt2-xl", "--optimizer=adam", "--precision=mixed", "--micro_batch=32",
+                    "--activation_model=zero", "--zero=3", "--dp=8", "--checkpointing"]) == 0
+    out = capsys.readouterr().out
+    assert "1,557,611,200 parameters" in out and "ZeRO-3 over 8 rank(s)" in out
+    row = next(line for line in out.splitlines() if line.startswith("parameters"))
+    assert math.isclose(float(row.split()[-2]), 2 * 1_557_611_200 / 8 / 1e9, abs_tol=0.01)
+
+
+def test_cli_rejects_unknown_preset(capsys):
+    with pytest.raises(SystemExit):
+        fp.main(["--preset=gpt5"])
+    assert "unknown preset 'gpt5'" in capsys.readouterr().err
