@@ -18,6 +18,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Iterable[bytes]) -
     chunks = [data.encode()] if isinstance(data, str) else [data] if isinstance(data, bytes) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make shards and logs private
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
@@ -28,3 +29,9 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Iterable[bytes]) -
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

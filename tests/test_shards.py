@@ -1,4 +1,6 @@
 """The shard format (SPEC.md): round trip, exact layout, and one clear error per bad input."""
+import os
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,13 @@ def test_missing_file_and_bad_writes(tmp_path):
     with pytest.raises(ShardError, match=r"\[0, 65535\]"):
         write_shard(tmp_path / "big.bin", [70000])
     assert not list(tmp_path.iterdir())
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    from data.atomic import atomic_write
+    mask = os.umask(0o022)
+    try:
+        written = atomic_write(tmp_path / "sub" / "a.txt", [b"x", b"y"])
+    finally:
+        os.umask(mask)
+    assert written.read_bytes() == b"xy" and (written.stat().st_mode & 0o777) == 0o644
