@@ -108,7 +108,9 @@ class Config:
     # evaluation
     val_every: int = knob(125, "validate every N steps (and at the end); 0: only at the end")
     val_tokens: int = knob(10485760, "validation tokens per evaluation")
-    target_val_loss: float = knob(3.28, "stop as soon as val loss <= this")
+    target_val_loss: float = knob(3.28, "the validation loss to reach")
+    stop_at_target: bool = knob(True, "stop at the first validation <= target (off: run every step, as record runs do, "
+                                      "so the t-test on final losses means something)")
     # system
     seed: int = knob(0, "random seed (model init)")
     device: str = knob("auto", "auto | cuda | cpu")
@@ -543,6 +545,18 @@ def source_hashes(sources: dict[str, str]) -> dict[str, str]:
     return {path: hashlib.sha256(text.encode()).hexdigest() for path, text in sources.items()}
 
 
+def cpu_name() -> str:
+    """The CPU model and core count, e.g. "AMD EPYC 7B13 (2 cores)"; "cpu" where unknown."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    name = names[0] if names else platform.processor() or "cpu"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name} ({cores} cores)"
+
+
 def environment(d: Dist) -> dict:
     def git(*args):
         try:
@@ -558,7 +572,7 @@ def environment(d: Dist) -> dict:
     return {
         "python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
         "cuda": torch.version.cuda, "platform": platform.platform(), "world_size": d.world,
-        "device": torch.cuda.get_device_name(d.device) if cuda else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(d.device) if cuda else cpu_name(),
         "device_count": torch.cuda.device_count() if cuda else 1,
         "git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain")),
     }
@@ -870,7 +884,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
             log.step(step, "val_loss", val_loss, train_ms)
             log.save_summary(final_val_loss=val_loss, train_time_ms=train_ms, steps=step)
             reached = val_loss <= cfg.target_val_loss
-            if reached or last:
+            if (reached and cfg.stop_at_target) or last:
                 break
         synchronize(d)
         t0 = time.perf_counter()

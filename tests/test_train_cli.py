@@ -37,6 +37,14 @@ def test_stops_at_target(tmp_path):
     assert summary["steps"] == 0 and summary["reached_target"] and not losses(text, "train_loss")
 
 
+def test_record_runs_go_past_the_target(tmp_path):
+    result = run([*SMALL, f"--log_dir={tmp_path}", "--run_id=t", "--target_val_loss=99", "--stop_at_target=false"])
+    assert result.returncode == 0, result.stderr
+    text, summary = logs(tmp_path, "t")
+    assert summary["steps"] == 6 and summary["reached_target"] and len(losses(text, "train_loss")) == 6
+    assert summary["hardware"]["device"].endswith(f"({len(os.sched_getaffinity(0))} cores)")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--n_layers=3"], "unknown config key --n_layers; did you mean 'n_layer'?"),
     (["--n_layer=three"], "--n_layer expects an int, got 'three'"),
