@@ -26,11 +26,10 @@ def default_author() -> str:
 def add(args, imported: bool) -> int:
     root = Path(args.root)
     files = [Path(f).with_suffix(".txt") for f in args.logs]
-    target = args.target if args.target is not None else (MODDED_TARGET if imported else None)
-    logs = [parse_log(f, target=target) for f in files]
+    logs = [parse_log(f, target=args.target) for f in files]
     date = args.date or datetime.date.today().isoformat()
     entry = build_entry(logs, date=date, author=args.author or default_author(), description=args.description,
-                        track=args.track, tracks=load_tracks(root), target=target, imported=imported)
+                        track=args.track, tracks=load_tracks(root), target=args.target, imported=imported)
     slug = args.slug or slugify(args.description)
     conflicts = steps_track_problems(entry, f"{date}_{slug}", load_entries(root))
     if conflicts:
@@ -61,11 +60,13 @@ def compare(args) -> int:
     print(describe("A", args.a, a))
     print(describe("B", args.b, b))
     ratio = stats.ratio_ci95([x["train_time_ms"] for x in a], [x["train_time_ms"] for x in b])
-    ci = f" (95% CI {ratio['ci95'][0]:.3f}–{ratio['ci95'][1]:.3f})" if ratio["ci95"] else " (no CI: need 2+ runs a side)"
+    ci = (f" (95% CI {ratio['ci95'][0]:.3f}–{ratio['ci95'][1]:.3f})" if ratio["ci95"]
+          else " (no CI: need 2+ runs a side)")
     print(f"time ratio A/B {ratio['ratio']:.3f}{ci}")
     for key, what in (("train_time_ms", "time"), ("final_val_loss", "val loss"), ("steps", "steps")):
         p = stats.welch_p([x[key] for x in a], [x[key] for x in b])
-        print(f"Welch t-test on {what}: p = {'n/a (under 2 runs a side, or no spread)' if p is None else format(p, '.3g')}")
+        shown = "n/a (under 2 runs a side, or no spread)" if p is None else format(p, ".3g")
+        print(f"Welch t-test on {what}: p = {shown}")
     return 0
 
 
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--date", help="YYYY-MM-DD (default: today)")
         p.add_argument("--slug", help="folder name after the date (default: from the description)")
         p.add_argument("--track", default="time", help="time | steps (records/tracks.json)")
-        p.add_argument("--target", type=float, help=f"target val loss (default: the logs' own; import: {MODDED_TARGET})")
+        p.add_argument("--target", type=float,
+                       help=f"target val loss (default: the logs' own; {MODDED_TARGET} for modded-nanogpt logs)")
     sub.add_parser("table", help="regenerate the tables in README.md")
     sub.add_parser("check", help="rebuild every entry from its logs; exit 1 on any inconsistency")
     p = sub.add_parser("compare", help="compare two entries or two sets of runs (time ratio, Welch's t-test)")

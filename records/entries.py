@@ -16,7 +16,7 @@ from pathlib import Path
 from data.atomic import atomic_write
 
 from . import stats
-from .logs import parse_log
+from .logs import MODDED, parse_log
 
 PACKAGE = Path(__file__).resolve().parent
 ENTRY_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -26,7 +26,8 @@ END = "<!-- END GENERATED TABLES -->"
 OPERATIONAL = {"run_id", "log_dir", "seed", "resume", "force_resume", "keep_checkpoints", "inject_nan_step"}
 OPERATIONAL_PREFIXES = ("checkpoint_", "wandb")
 # What a steps-track entry may change; everything else (architecture, data, batch, target) stays fixed.
-STEPS_TRACK_FREE = {"opt_hidden", "opt_embed", "opt_head", "opt_scalar", "weight_decay", "beta1", "beta2", "eps",
+STEPS_TRACK_FREE = {"opt_hidden", "opt_embed", "opt_head", "opt_scalar", "lr_hidden", "lr_embed", "lr_head",
+                    "lr_scalar", "weight_decay", "beta1", "beta2", "eps",
                     "momentum", "num_iterations", "warmup_frac", "cooldown_frac", "cooldown_shape", "lr_scaling",
                     "lr_base_batch_tokens", "val_every", "micro_batch_tokens", "device", "compile", "nan_policy"}
 
@@ -71,6 +72,10 @@ def build_entry(logs: list[dict], *, date: str, author: str, description: str, t
     problems = []
     if track not in tracks:
         raise EntryError(f"unknown track {track!r}; tracks are {', '.join(tracks)} (records/tracks.json)")
+    if not description.strip() or "\n" in description:
+        problems.append("the description must be one non-empty line")
+    if imported and any(log["format"] != MODDED for log in logs):
+        problems.append("import is for public modded-nanogpt logs; make entries of this repo's runs with add")
     if len(logs) < 2 and not imported:
         problems.append(f"{len(logs)} run given; a record needs at least 2 (3 or more advised) for its t-test")
     for log in logs:
@@ -95,7 +100,8 @@ def build_entry(logs: list[dict], *, date: str, author: str, description: str, t
     p = stats.p_below(losses, target) if len(logs) > 1 else None
     if not imported and not problems and (p is None or p >= threshold):
         problems.append(f"mean val loss {stats.mean_std(losses)['mean']:.4f} over {len(logs)} runs is not below the "
-                        f"target {target} with p < {threshold} (one-sided t-test p = {p}); add runs or improve the change")
+                        f"target {target} with p < {threshold} (one-sided t-test p = {p}); "
+                        f"add runs or improve the change")
     if track == "steps" and not imported and any(x > target for x in losses):
         problems.append("a steps-track entry needs every run to reach the target (runs stop there)")
     if problems:
@@ -161,14 +167,18 @@ def write_entry(root: Path, entry: dict, log_files: list[Path], slug: str) -> Pa
     return final
 
 
-def load_entries(root: Path) -> list[tuple[Path, dict]]:
-    """(folder, record.json) of every entry folder under root; a missing or bad record.json raises EntryError."""
+def load_entries(root: Path, problems: list[str] | None = None) -> list[tuple[Path, dict]]:
+    """(folder, record.json) of every entry folder under root. An unreadable record.json raises EntryError,
+    or, given a `problems` list, is noted there and skipped."""
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and ENTRY_NAME.match(p.name)):
         try:
             found.append((folder, json.loads((folder / "record.json").read_text())))
         except (OSError, json.JSONDecodeError) as e:
-            raise EntryError(f"{folder}/record.json cannot be read ({e}); restore it or remove the folder") from None
+            message = f"{folder.name}: record.json cannot be read ({e}); restore it or remove the folder"
+            if problems is None:
+                raise EntryError(message) from None
+            problems.append(message)
     return found
 
 
@@ -240,11 +250,8 @@ def write_table(root: Path) -> Path:
 
 def check(root: Path) -> list[str]:
     """Every inconsistency under root: each entry rebuilt from its own logs must equal its record.json."""
-    try:
-        entries = load_entries(root)
-    except EntryError as e:
-        return [str(e)]
-    tracks, problems = load_tracks(root), []
+    problems: list[str] = []
+    entries, tracks = load_entries(root, problems), load_tracks(root)
     for folder, stored in entries:
         name = folder.name
         logs_here = sorted(p.name for p in folder.glob("*.txt"))
@@ -263,7 +270,8 @@ def check(root: Path) -> list[str]:
         rebuilt = json.loads(json.dumps(rebuilt))
         for key in sorted(set(rebuilt) | set(stored)):
             if rebuilt.get(key) != stored.get(key):
-                problems.append(f"{name}: record.json {key} = {stored.get(key)!r} but the logs give {rebuilt.get(key)!r}")
+                problems.append(f"{name}: record.json {key} = {stored.get(key)!r} "
+                                f"but the logs give {rebuilt.get(key)!r}")
         if name[:10] != stored["date"]:
             problems.append(f"{name}: the folder's date differs from record.json's date {stored['date']}")
         problems += steps_track_problems(stored, name, entries)

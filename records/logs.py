@@ -92,18 +92,21 @@ def parse_ours(path: Path, text: str) -> dict:
     chunks = RULE.split(text)[1:]
     sources, config, env, preset, body, problems = {}, None, None, None, "", []
     i = 0
-    while i < len(chunks):
-        title, _, rest = chunks[i].partition("\n")
-        if title.startswith("# config (preset "):
-            config, preset = json.loads(rest), title[len("# config (preset "):-1]
-        elif title == "# environment":
-            env = json.loads(rest)
-        elif i == len(chunks) - 1:
-            body = chunks[i]
-        elif title.startswith("# ") and not rest:
-            sources[title[2:]] = chunks[i + 1][:-1]  # the header writes f"{text}\n" before the next rule
+    try:
+        while i < len(chunks):
+            title, _, rest = chunks[i].partition("\n")
+            if title.startswith("# config (preset "):
+                config, preset = json.loads(rest), title[len("# config (preset "):-1]
+            elif title == "# environment":
+                env = json.loads(rest)
+            elif i == len(chunks) - 1:
+                body = chunks[i]
+            elif title.startswith("# ") and not rest:
+                sources[title[2:]] = chunks[i + 1][:-1]  # the header writes f"{text}\n" before the next rule
+                i += 1
             i += 1
-        i += 1
+    except json.JSONDecodeError as e:
+        raise LogError(f"{path}: the config or environment section is not valid JSON ({e}); the header is damaged")
     if config is None or env is None:
         raise LogError(f"{path}: the header has no config or environment section; the log was cut short")
     code_hash = sha256(json.dumps({p: sha256(t) for p, t in sources.items()}, sort_keys=True))
