@@ -95,11 +95,12 @@ def run_check(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m records", description="Record entries backed by run logs.")
-    parser.add_argument("--root", default=str(PACKAGE), help="the records folder (default: this package's)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=str(PACKAGE), help="the records folder (default: this package's)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("add", "make an entry from this repo's logs (refused unless it clears the bar)"),
                             ("import", "make an entry from public modded-nanogpt logs (not held to the p-value bar)")):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, parents=[common])
         p.add_argument("logs", nargs="+", help="the runs' .txt logs (a .json beside each is read too)")
         p.add_argument("--description", required=True, help="one line: the change this entry makes")
         p.add_argument("--author", help="default: git config user.name")
@@ -108,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--track", default="time", help="time | steps (records/tracks.json)")
         p.add_argument("--target", type=float,
                        help=f"target val loss (default: the logs' own; {MODDED_TARGET} for modded-nanogpt logs)")
-    sub.add_parser("table", help="regenerate the tables in README.md")
-    sub.add_parser("check", help="rebuild every entry from its logs; exit 1 on any inconsistency")
-    p = sub.add_parser("compare", help="compare two entries or two sets of runs (time ratio, Welch's t-test)")
+    sub.add_parser("table", help="regenerate the tables in README.md", parents=[common])
+    sub.add_parser("check", help="rebuild every entry from its logs; exit 1 on any inconsistency", parents=[common])
+    p = sub.add_parser("compare", help="compare two entries or two sets of runs (time ratio, Welch's t-test)",
+                       parents=[common])
     p.add_argument("a", help="an entry name, a folder of logs, a log, or a quoted glob")
     p.add_argument("b")
     p = sub.add_parser("parse", help="print each log's summary as one JSON line")

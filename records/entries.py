@@ -93,12 +93,13 @@ def build_entry(logs: list[dict], *, date: str, author: str, description: str, t
         if len(targets) > 1:
             problems.append(f"runs have different targets {sorted(targets)}; give --target")
         target = next(iter(targets))
+    if problems:
+        raise EntryError("\n".join(problems))
     losses = [log["final_val_loss"] for log in logs]
     times = [log["train_time_ms"] for log in logs]
     steps = [log["steps"] for log in logs]
-    threshold = tracks[track]["p_threshold"]
-    p = stats.p_below(losses, target) if len(logs) > 1 else None
-    if not imported and not problems and (p is None or p >= threshold):
+    threshold, p = tracks[track]["p_threshold"], stats.p_below(losses, target)
+    if not imported and (p is None or p >= threshold):
         problems.append(f"mean val loss {stats.mean_std(losses)['mean']:.4f} over {len(logs)} runs is not below the "
                         f"target {target} with p < {threshold} (one-sided t-test p = {p}); "
                         f"add runs or improve the change")

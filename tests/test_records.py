@@ -132,7 +132,7 @@ def test_committed_modded_fixtures_are_the_helpers_output(tmp_path):
 def test_add_writes_entry_and_table_and_check_passes(tmp_path, capsys):
     root, logs = tmp_path / "records", ours_runs(tmp_path / "logs")
     root.mkdir()
-    status, out, err = cli(capsys, "--root", root, "add", *logs, "--description", "Faster thing", "--author", "me",
+    status, out, err = cli(capsys, "add", "--root", root, *logs, "--description", "Faster thing", "--author", "me",
                            "--date", "2025-02-03")
     assert status == 0, err
     folder = root / "2025-02-03_faster-thing"
@@ -147,7 +147,7 @@ def test_add_writes_entry_and_table_and_check_passes(tmp_path, capsys):
     assert "seed" not in entry["config"] and "run_id" not in entry["config"] and entry["config"]["n_layer"] == 2
     assert "| 1 | 1.1 s" in (root / "README.md").read_text()
     assert check(root) == []
-    status, _, err = cli(capsys, "--root", root, "add", *logs, "--description", "Faster thing", "--date", "2025-02-03")
+    status, _, err = cli(capsys, "add", "--root", root, *logs, "--description", "Faster thing", "--date", "2025-02-03")
     assert status == 1 and "never overwritten" in err
 
 
@@ -174,7 +174,7 @@ def test_add_refuses_bad_entries(tmp_path, capsys, case, message):
         logs.append(write_ours(folder, "lr", final=1.5, time_ms=900.0, config={"lr_hidden": 0.1}))
     root = tmp_path / "records"
     root.mkdir()
-    status, _, err = cli(capsys, "--root", root, "add", *logs, "--description", "bad")
+    status, _, err = cli(capsys, "add", "--root", root, *logs, "--description", "bad")
     assert status == 1 and message in err, err
     assert load_entries(root) == [] and not (root / "README.md").exists()
 
@@ -182,7 +182,7 @@ def test_add_refuses_bad_entries(tmp_path, capsys, case, message):
 def make_entry(tmp_path, capsys):
     root = tmp_path / "records"
     root.mkdir()
-    assert cli(capsys, "--root", root, "add", *ours_runs(tmp_path / "logs"), "--description", "base",
+    assert cli(capsys, "add", "--root", root, *ours_runs(tmp_path / "logs"), "--description", "base",
                "--date", "2025-01-01")[0] == 0
     return root, root / "2025-01-01_base"
 
@@ -222,7 +222,7 @@ def test_check_catches_tampering(tmp_path, capsys, tamper, message):
     tamper(folder, root)
     problems = check(root)
     assert any(message in p for p in problems), problems
-    status, out, _ = cli(capsys, "--root", root, "check")
+    status, out, _ = cli(capsys, "check", "--root", root)
     assert status == 1 and message in out
 
 
@@ -236,12 +236,12 @@ def test_steps_track_fixes_the_architecture(tmp_path, capsys):
     root = tmp_path / "records"
     root.mkdir()
     base = ours_runs(tmp_path / "a")
-    assert cli(capsys, "--root", root, "add", *base, "--description", "steps base", "--track", "steps",
+    assert cli(capsys, "add", "--root", root, *base, "--description", "steps base", "--track", "steps",
                "--date", "2025-01-01")[0] == 0
     tuned = ours_runs(tmp_path / "b", config={"lr_hidden": 0.07})
-    assert cli(capsys, "--root", root, "add", *tuned, "--description", "lr", "--track", "steps")[0] == 0
+    assert cli(capsys, "add", "--root", root, *tuned, "--description", "lr", "--track", "steps")[0] == 0
     wider = ours_runs(tmp_path / "c", config={"model_dim": 128})
-    status, _, err = cli(capsys, "--root", root, "add", *wider, "--description", "wider", "--track", "steps")
+    status, _, err = cli(capsys, "add", "--root", root, *wider, "--description", "wider", "--track", "steps")
     assert status == 1 and "changes model_dim" in err
     assert check(root) == []
 
@@ -253,7 +253,7 @@ def test_table_ranks_best_first_and_newest_first_among_equals(tmp_path, capsys):
                               ("fast", "2025-01-02", (1000.0, 1100.0, 1200.0)),
                               ("fast-again", "2025-01-05", (1000.0, 1100.0, 1200.0))):
         logs = ours_runs(tmp_path / name, times=times)
-        assert cli(capsys, "--root", root, "add", *logs, "--description", name, "--date", date)[0] == 0
+        assert cli(capsys, "add", "--root", root, *logs, "--description", name, "--date", date)[0] == 0
     rows = [line for line in (root / "README.md").read_text().splitlines() if line.startswith("| ") and "](" in line]
     assert [row.split(" | ")[-2] for row in rows] == ["fast-again", "fast", "slow"]
     assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 2", "| 3"]
@@ -263,7 +263,7 @@ def test_import_public_logs_and_compare(tmp_path, capsys):
     root = tmp_path / "records"
     root.mkdir()
     runs = write_samples(tmp_path / "public")[:3]
-    status, out, err = cli(capsys, "--root", root, "import", *runs, "--description", "Public record",
+    status, out, err = cli(capsys, "import", "--root", root, *runs, "--description", "Public record",
                            "--date", "2025-01-16")
     assert status == 0, err
     entry = json.loads((root / "2025-01-16_public-record" / "record.json").read_text())
@@ -271,12 +271,12 @@ def test_import_public_logs_and_compare(tmp_path, capsys):
     assert entry["hardware"] == "NVIDIA H100 80GB HBM3 x8" and entry["tokens_seen"] is None
     assert "(imported)" in (root / "README.md").read_text() and check(root) == []
     one = tmp_path / "public" / "new_format_a.txt"
-    status, out, _ = cli(capsys, "--root", root, "compare", "2025-01-16_public-record", one)
+    status, out, _ = cli(capsys, "compare", "--root", root, "2025-01-16_public-record", one)
     assert status == 0 and "time ratio A/B" in out and "n/a" in out
     mixed = [runs[0], tmp_path / "public" / "old_format_train_loss.txt"]
-    status, _, err = cli(capsys, "--root", root, "import", *mixed, "--description", "mixed")
+    status, _, err = cli(capsys, "import", "--root", root, *mixed, "--description", "mixed")
     assert status == 1 and "code hash" in err
-    status, _, err = cli(capsys, "--root", root, "import", *ours_runs(tmp_path / "ours"), "--description", "x")
+    status, _, err = cli(capsys, "import", "--root", root, *ours_runs(tmp_path / "ours"), "--description", "x")
     assert status == 1 and "runs with add" in err
 
 
@@ -307,9 +307,9 @@ def test_cli_on_real_trainer_logs(real_runs, tmp_path):
     assert len({line["code_hash"] for line in lines}) == 1
     root = tmp_path / "records"
     root.mkdir()
-    added = run("--root", root, "add", *real_runs, "--description", "Small baseline", "--author", "t")
+    added = run("add", "--root", root, *real_runs, "--description", "Small baseline", "--author", "t")
     assert added.returncode == 0, added.stderr
-    assert run("--root", root, "check").returncode == 0
+    assert run("check", "--root", root).returncode == 0
 
 
 def test_repository_records_are_consistent():
