@@ -1,0 +1,135 @@
+"""python -m records add|import|table|check|compare|parse — see records/README.md."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from . import stats
+from .entries import (PACKAGE, EntryError, build_entry, check, load_entries, load_tracks, resolve_runs, slugify,
+                      steps_track_problems, write_entry, write_table)
+from .logs import MODDED_TARGET, LogError, parse_log
+
+
+def default_author() -> str:
+    try:
+        name = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        name = ""
+    return name or getpass.getuser()
+
+
+def add(args, imported: bool) -> int:
+    root = Path(args.root)
+    files = [Path(f).with_suffix(".txt") for f in args.logs]
+    logs = [parse_log(f, target=args.target) for f in files]
+    date = args.date or datetime.date.today().isoformat()
+    entry = build_entry(logs, date=date, author=args.author or default_author(), description=args.description,
+                        track=args.track, tracks=load_tracks(root), target=args.target, imported=imported)
+    slug = args.slug or slugify(args.description)
+    conflicts = steps_track_problems(entry, f"{date}_{slug}", load_entries(root))
+    if conflicts:
+        raise EntryError("\n".join(conflicts))
+    folder = write_entry(root, entry, files, slug)
+    write_table(root)
+    t, p = entry["train_time_ms"], entry["p_value"]
+    ci = f" (95% CI {t['ci95'][0] / 1000:.1f}–{t['ci95'][1] / 1000:.1f} s)" if t["ci95"] else ""
+    print(f"{folder}: {len(logs)} runs, val loss {entry['val_loss']['mean']:.4f} "
+          f"(p = {p if p is None else format(p, '.3g')} below {entry['track']['target_val_loss']}), "
+          f"time {t['mean'] / 1000:.1f} s{ci}; {root / 'README.md'} updated")
+    return 0
+
+
+def describe(label: str, spec: str, logs: list[dict]) -> str:
+    times = [log["train_time_ms"] / 1000 for log in logs]
+    t, ci = stats.mean_std(times), stats.ci95(times)
+    loss = stats.mean_std([log["final_val_loss"] for log in logs])
+    steps = stats.mean_std([log["steps"] for log in logs])
+    ci_text = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
+    return (f"{label}: {spec}: {len(logs)} runs, time {t['mean']:.2f} s{ci_text}, val loss {loss['mean']:.4f}"
+            + (f" ± {loss['std']:.4f}" if loss["std"] is not None else "") + f", steps {steps['mean']:.1f}")
+
+
+def compare(args) -> int:
+    root = Path(args.root)
+    a, b = ([parse_log(f) for f in resolve_runs(spec, root)] for spec in (args.a, args.b))
+    print(describe("A", args.a, a))
+    print(describe("B", args.b, b))
+    ratio = stats.ratio_ci95([x["train_time_ms"] for x in a], [x["train_time_ms"] for x in b])
+    ci = (f" (95% CI {ratio['ci95'][0]:.3f}–{ratio['ci95'][1]:.3f})" if ratio["ci95"]
+          else " (no CI: need 2+ runs a side)")
+    print(f"time ratio A/B {ratio['ratio']:.3f}{ci}")
+    for key, what in (("train_time_ms", "time"), ("final_val_loss", "val loss"), ("steps", "steps")):
+        p = stats.welch_p([x[key] for x in a], [x[key] for x in b])
+        shown = "n/a (under 2 runs a side, or no spread)" if p is None else format(p, ".3g")
+        print(f"Welch t-test on {what}: p = {shown}")
+    return 0
+
+
+def parse(args) -> int:
+    status = 0
+    for f in args.logs:
+        try:
+            print(json.dumps(parse_log(f, target=args.target)))
+        except LogError as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def run_check(args) -> int:
+    root = Path(args.root)
+    problems = check(root)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"records check: {len(problems)} problem(s) in {root}", file=sys.stderr)
+        return 1
+    print(f"records check: {len(load_entries(root))} entries consistent with their logs and the README tables")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m records", description="Record entries backed by run logs.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=str(PACKAGE), help="the records folder (default: this package's)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("add", "make an entry from this repo's logs (refused unless it clears the bar)"),
+                            ("import", "make an entry from public modded-nanogpt logs (not held to the p-value bar)")):
+        p = sub.add_parser(name, help=help_text, parents=[common])
+        p.add_argument("logs", nargs="+", help="the runs' .txt logs (a .json beside each is read too)")
+        p.add_argument("--description", required=True, help="one line: the change this entry makes")
+        p.add_argument("--author", help="default: git config user.name")
+        p.add_argument("--date", help="YYYY-MM-DD (default: today)")
+        p.add_argument("--slug", help="folder name after the date (default: from the description)")
+        p.add_argument("--track", default="time", help="time | steps (records/tracks.json)")
+        p.add_argument("--target", type=float,
+                       help=f"target val loss (default: the logs' own; {MODDED_TARGET} for modded-nanogpt logs)")
+    sub.add_parser("table", help="regenerate the tables in README.md", parents=[common])
+    sub.add_parser("check", help="rebuild every entry from its logs; exit 1 on any inconsistency", parents=[common])
+    p = sub.add_parser("compare", help="compare two entries or two sets of runs (time ratio, Welch's t-test)",
+                       parents=[common])
+    p.add_argument("a", help="an entry name, a folder of logs, a log, or a quoted glob")
+    p.add_argument("b")
+    p = sub.add_parser("parse", help="print each log's summary as one JSON line")
+    p.add_argument("logs", nargs="+")
+    p.add_argument("--target", type=float, help="target val loss for completeness (default: the log's own)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command in ("add", "import"):
+            return add(args, imported=args.command == "import")
+        if args.command == "table":
+            print(f"{write_table(Path(args.root))} updated")
+            return 0
+        return {"check": run_check, "compare": compare, "parse": parse}[args.command](args)
+    except (EntryError, LogError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

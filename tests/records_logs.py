@@ -1,0 +1,111 @@
+"""Small synthetic run logs for the records tests, in this repo's format and in modded-nanogpt's.
+
+`python -m tests.records_logs` rewrites the committed samples under tests/fixtures/modded_nanogpt/.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+RULE = "=" * 100
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "modded_nanogpt"
+CONFIG = {"dataset": "shakespeare", "tokenizer": "byte", "n_layer": 2, "model_dim": 64, "global_batch_tokens": 1024,
+          "num_iterations": 6, "val_every": 3, "target_val_loss": 1.6, "seed": 0, "log_dir": "logs", "run_id": "x",
+          "lr_hidden": 0.05}
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def val_curve(final: float, steps: int, every: int) -> list[tuple[int, float]]:
+    """Validation points at 0, every, 2·every, ... steps, falling linearly from 5.0 to `final`."""
+    points = sorted({*range(0, steps, every), steps})
+    return [(s, 5.0 + (final - 5.0) * s / steps) for s in points]
+
+
+def write_ours(folder: Path, run_id: str, *, final: float, time_ms: float, seed: int = 0, steps: int = 6,
+               code: str = "print('train')\n", config: dict | None = None, device: str = "cpu", world: int = 1,
+               status: str = "complete", json_summary: bool = True) -> Path:
+    """<run_id>.txt (+ .json) as train_gpt.py writes them; validation every 3 steps, the last at `steps`."""
+    cfg = {**CONFIG, **(config or {}), "seed": seed, "run_id": run_id}
+    env = {"python": "3.11.7", "torch": "2.13.0+cpu", "cuda": None, "world_size": world, "device": device,
+           "device_count": world, "git_commit": "0" * 40, "git_dirty": False}
+    sources = {"train_gpt.py": code, "data/atomic.py": "def atomic_write(): ...\n"}
+    header = [f"{RULE}\n# {p}\n{RULE}\n{t}\n" for p, t in sources.items()]
+    header += [f"{RULE}\n# config (preset tiny)\n{json.dumps(cfg, indent=1)}\n",
+               f"{RULE}\n# environment\n{json.dumps(env, indent=1)}\n{RULE}\n"]
+    lines, history = [f"run {run_id}: 1,000 parameters, {world} × {device}, optimizers: Muon(hidden)"], []
+    for step, loss in val_curve(final, steps, cfg["val_every"]):
+        ms = time_ms * step / steps
+        if step:
+            lines.append(f"step:{step}/{cfg['num_iterations']} train_loss:{loss + 0.1:.4f} train_time:{ms:.0f}ms "
+                         f"step_avg:{ms / step:.2f}ms")
+        lines.append(f"step:{step}/{cfg['num_iterations']} val_loss:{loss:.4f} train_time:{ms:.0f}ms "
+                     f"step_avg:{ms / max(step, 1):.2f}ms")
+        history.append([step, loss, ms])
+    folder.mkdir(parents=True, exist_ok=True)
+    txt = folder / f"{run_id}.txt"
+    txt.write_text("".join(header) + "\n".join(lines) + "\n")
+    if json_summary:
+        code_hash = sha(json.dumps({p: sha(t) for p, t in sources.items()}, sort_keys=True))
+        summary = {"run_id": run_id, "status": status, "preset": "tiny", "config": cfg, "code_hash": code_hash,
+                   "hardware": env, "val_history": history, "final_val_loss": history[-1][1],
+                   "train_time_ms": history[-1][2], "steps": steps, "tokens": steps * cfg["global_batch_tokens"]}
+        txt.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    return txt
+
+
+NVIDIA_SMI = """Mon Jan 13 09:00:00 2025
++-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI 550.00.00              Driver Version: 550.00.00      CUDA Version: 12.6     |
+|-----------------------------------------+------------------------+----------------------+
+| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |
+|=========================================+========================+======================|
+"""
+GPU_ROW = ("|   {i}  NVIDIA H100 80GB HBM3          On  |   00000000:{i:02d}:00.0 Off |                    0 |\n"
+           "| N/A   30C    P0            120W /  700W |    3456MiB /  81559MiB |      0%      Default |\n"
+           "+-----------------------------------------+------------------------+----------------------+\n")
+
+
+def write_modded(path: Path, *, final: float, time_ms: float, steps: int = 20, num_iterations: int = 20,
+                 every: int = 5, extra_source: bool = True, train_loss: bool = False, gpus: int = 8) -> Path:
+    """A public-speedrun log: code (train_gpt.py, optionally a second embedded file), a rule, versions and
+    nvidia-smi, a rule, then `step:` lines (train lines without train_loss unless `train_loss`), peak memory."""
+    code = "import os\nimport sys\nwith open(sys.argv[0]) as f:\n    code = f.read()\nprint0(code)\n"
+    if extra_source:
+        code += f"{RULE}\n# triton_kernels.py\ndef kernel():\n    pass\n"
+    env = "Running Python 3.12.7\nRunning PyTorch 2.7.0+cu126 compiled for CUDA 12.6\n" + NVIDIA_SMI
+    env += "".join(GPU_ROW.format(i=i) for i in range(gpus))
+    lines = []
+    vals = dict(val_curve(final, steps, every))
+    for step in range(steps + 1):
+        ms = time_ms * step / steps
+        if step:
+            loss = f"train_loss:{vals.get(step, final) + 0.2:.4f} " if train_loss else ""
+            lines.append(f"step:{step}/{num_iterations} {loss}train_time:{ms:.0f}ms step_avg:{ms / step:.2f}ms")
+        if step in vals:
+            lines.append(f"step:{step}/{num_iterations} val_loss:{vals[step]:.4f} train_time:{ms:.0f}ms "
+                         f"step_avg:{ms / max(step, 1):.2f}ms")
+    lines.append("peak memory allocated: 34361 MiB reserved: 49576 MiB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{code}{RULE}\n{env}\n{RULE}\n" + "\n".join(lines) + "\n")
+    return path
+
+
+SAMPLES = {  # name: keyword arguments of write_modded
+    "new_format_a.txt": dict(final=3.2790, time_ms=178752.0),
+    "new_format_b.txt": dict(final=3.2760, time_ms=179310.0),
+    "new_format_c.txt": dict(final=3.2801, time_ms=178100.0),
+    "old_format_train_loss.txt": dict(final=3.2770, time_ms=466000.0, extra_source=False, train_loss=True),
+}
+
+
+def write_samples(folder: Path = FIXTURES) -> list[Path]:
+    return [write_modded(folder / name, **kwargs) for name, kwargs in SAMPLES.items()]
+
+
+if __name__ == "__main__":
+    for written in write_samples():
+        print(written)
