@@ -1,6 +1,7 @@
 """train_gpt.py end to end: logs with embedded sources, the CLI's checks, and ranks vs accumulation."""
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import pytest
