@@ -143,10 +143,10 @@ class Study:
 
     def metric_config(self) -> dict:
         """time_to_target stops each run at the target; the loss metrics train every run to its last step
-        (target 0) unless the overrides set a target."""
+        (stop_at_target off) unless the overrides say otherwise."""
         if self.metric.kind == "time_to_target":
-            return {"target_val_loss": self.metric.target}
-        return {} if "target_val_loss" in self.overrides else {"target_val_loss": 0}
+            return {"target_val_loss": self.metric.target, "stop_at_target": True}
+        return {} if "stop_at_target" in self.overrides else {"stop_at_target": False}
 
     def changes(self, arm: str) -> str:
         """The arm's config changes as `key=value, ...` ('none' for an empty arm)."""

@@ -65,8 +65,8 @@ lr_hidden = 0.003
     # the hash depends on the config, not the seed; the id adds the seed
     assert runs[0].config_hash == runs[3].config_hash != runs[1].config_hash
     assert runs[4].run_id == f"{runs[1].config_hash}-s1"
-    assert runs[1].config == {"num_iterations": 20, "target_val_loss": 0, "rotary": False}
-    assert runs[1].trainer_args() == ["--preset=tiny", "--num_iterations=20", "--rotary=false", "--target_val_loss=0"]
+    assert runs[1].config == {"num_iterations": 20, "stop_at_target": False, "rotary": False}
+    assert runs[1].trainer_args() == ["--preset=tiny", "--num_iterations=20", "--rotary=false", "--stop_at_target=false"]
     assert s.changes("c") == "opt_hidden=adamw, lr_hidden=0.003"
 
 
@@ -186,7 +186,7 @@ def test_record_entry_as_base(tmp_path):
     s = study.load(path)
     run = s.plan()[1]
     assert run.preset == "tiny"
-    assert run.config == {"n_layer": 2, "target_val_loss": 0, "rotary": False}  # launcher keys dropped
+    assert run.config == {"n_layer": 2, "target_val_loss": 1.8, "stop_at_target": False, "rotary": False}  # launcher keys dropped
     assert report.record_reference(s) == {"name": "2026-01-01_base", "val_loss": 1.75, "train_time_ms": 300000.0}
     (entry / "record.json").write_text(json.dumps({"config": config}))
     with pytest.raises(study.StudyError, match="lacks preset.*python -m records add"):
