@@ -19,7 +19,14 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     "${PIP[@]}" "torch>=2.5"
   else
     echo "setup: no NVIDIA GPU, installing the CPU build of torch"
-    "${PIP[@]}" "torch==2.13.0+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
+    CPU_INDEX=()  # PyTorch's own index when it resolves; otherwise a local mirror may hold the CPU wheel
+    if .venv/bin/python -c "import socket; socket.getaddrinfo('download.pytorch.org', 443)" 2>/dev/null; then
+      CPU_INDEX=(--extra-index-url https://download.pytorch.org/whl/cpu)
+    fi
+    "${PIP[@]}" "torch==2.13.0+cpu" "${CPU_INDEX[@]}" || {
+      echo "setup: no CPU build of torch reachable; installing torch from the package index"
+      "${PIP[@]}" "torch>=2.5"
+    }
   fi
 fi
 echo "setup: installing requirements.txt"

@@ -127,8 +127,11 @@ def test_fused_adamw(param_dtypes, master, tensor_step):
         kernels.fused_adamw_(params, grads, m, v, step=torch.tensor(step) if tensor_step else step,
                              master_params=masters, backend="triton", **ADAMW)
         fused_adamw_reference_(ref_params, grads, ref_m, ref_v, step=step, master_params=ref_masters, **ADAMW)
+    # Elementwise bounds with an absolute floor: a one-element moment can land near zero, where a
+    # relative error of a few rounding steps of its O(1) terms is meaningless.
     for p, q, d in zip(params, ref_params, dtypes):
-        assert p.dtype == d and rel_err(p, q) < ADAMW_TOL[d]
+        assert p.dtype == d
+        torch.testing.assert_close(p, q, rtol=ADAMW_TOL[d], atol=ADAMW_TOL[d])
     for x, y in zip(m + v + (masters or []), ref_m + ref_v + (ref_masters or [])):
-        assert rel_err(x, y) < ADAMW_TOL[torch.float32]
+        torch.testing.assert_close(x, y, rtol=ADAMW_TOL[torch.float32], atol=ADAMW_TOL[torch.float32])
     assert all((g == GUARD).all() for g in guards), "a write past the end of a tensor"
