@@ -1,12 +1,14 @@
-"""Per-arm statistics: mean ± 95% confidence interval (Student t), ratio to baseline, Welch's t-test."""
+"""Per-arm statistics: mean ± 95% confidence interval (Student t), ratio to baseline, Welch's t-test.
+
+The formulas live in records/stats.py; this module gives them the shape a report table wants (NaN,
+not None, where a statistic needs more runs).
+"""
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
-import numpy as np
-from scipy import stats
+from records import stats as record_stats
 
 
 @dataclass(frozen=True)
@@ -19,23 +21,17 @@ class Summary:
 
 def summarize(values) -> Summary:
     """Mean x̄, sample std s (ddof 1) and the 95% CI half-width t₀.₉₇₅(n−1)·s/√n."""
-    x = np.asarray(values, dtype=float)
-    n = len(x)
-    if n == 0:
+    if len(values) == 0:
         return Summary(0, math.nan, math.nan, math.nan)
-    if n == 1:
-        return Summary(1, float(x[0]), math.nan, math.nan)
-    s = float(x.std(ddof=1))
-    return Summary(n, float(x.mean()), s, float(stats.t.ppf(0.975, n - 1) * s / math.sqrt(n)))
+    moments, interval = record_stats.mean_std(values), record_stats.ci95(values)
+    half = math.nan if interval is None else (interval[1] - interval[0]) / 2
+    return Summary(len(values), moments["mean"], math.nan if moments["std"] is None else moments["std"], half)
 
 
 def welch_p(a, b) -> float:
     """Two-sided p of Welch's t-test, t = (x̄a − x̄b)/√(sa²/na + sb²/nb); NaN below two values a side."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    with warnings.catch_warnings():  # identical constant samples: scipy warns and returns NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    p = record_stats.welch_p(a, b)
+    return math.nan if p is None else p
 
 
 def ratio(mean: float, baseline_mean: float) -> float:
