@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
+
 import train_gpt  # noqa: E402
 
 GB = 1e9
@@ -48,15 +50,10 @@ REFERENCE_SHAPES = {  # shapes from the papers, as train_gpt configs
 
 
 def parameter_shapes(cfg: train_gpt.Config) -> dict[str, list[tuple[int, ...]]]:
-    """Shapes of train_gpt.GPT(cfg)'s parameters by optimizer group (as train_gpt.parameter_groups splits them)."""
-    h, hidden = cfg.model_dim, cfg.mlp_ratio * cfg.model_dim
-    matrices = [(3 * h, h), (h, h), (hidden, h), (h, hidden)]
-    vectors = [(3 * h,), (h,), (hidden,), (h,)] if cfg.bias else []
-    norms = [] if cfg.rmsnorm else [(h,), (h,)] * 2  # LayerNorm gain and bias, two per block
-    return {"hidden": matrices * cfg.n_layer,
-            "embed": [(cfg.vocab_size, h)] + ([] if cfg.rotary else [(cfg.seq_len, h)]),
-            "head": [(cfg.vocab_size, h)] if cfg.untied_head else [],
-            "scalar": (vectors + norms) * cfg.n_layer + ([] if cfg.rmsnorm else [(h,), (h,)])}
+    """Shapes of train_gpt.GPT(cfg)'s parameters by optimizer group, from the model built on the meta device."""
+    with torch.device("meta"):
+        model = train_gpt.GPT(cfg)
+    return {group: [tuple(p.shape) for p in params] for group, params in train_gpt.parameter_groups(model).items()}
 
 
 def count(shape: tuple[int, ...]) -> int:
