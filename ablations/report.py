@@ -6,24 +6,20 @@ Everything is read from the runs' JSON summaries in the results folder; runs not
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-import numpy as np  # noqa: E402
+from analysis.figures import plt, save_png
+from data.atomic import atomic_write
 
-from data.atomic import atomic_write  # noqa: E402
-
-from . import stats  # noqa: E402
-from .launch import DONE, summary  # noqa: E402
-from .study import Metric, Run, Study  # noqa: E402
+from . import stats
+from .launch import DONE, summary
+from .study import Metric, Run, Study
 
 CURVES = {"step": "val_loss_vs_step.png", "time": "val_loss_vs_time.png"}
 LADDER_PLOT = "metric_vs_params.png"
@@ -172,13 +168,6 @@ def markdown(study: Study, results: list[Result], rows: list[dict], reference: d
 # ----------------------------------------------------------------------------------------------
 # Plots
 
-def save(fig, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(path, buffer.getvalue())
-
-
 def curve(members: list[Result], x: str):
     """(x, mean, min, max) over seeds at every validated step; x is the step or the mean train time (s)."""
     by_step: dict[int, list[tuple[float, float]]] = defaultdict(list)
@@ -218,7 +207,7 @@ def plot_curves(study: Study, results: list[Result], x: str, reference: dict | N
                      fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    save(fig, path)
+    save_png(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_ladder(study: Study, rows: list[dict], path: Path) -> None:
@@ -243,7 +232,7 @@ def plot_ladder(study: Study, rows: list[dict], path: Path) -> None:
     left.set_title("metric vs model size (error bars: 95% CI)", fontsize=9)
     right.set_title("ratio to baseline (< 1: better than baseline)", fontsize=9)
     fig.suptitle(f"{study.name}: does the gain hold as the model grows?", fontsize=10)
-    save(fig, path)
+    save_png(fig, path, dpi=110, bbox_inches="tight")
 
 
 def build(study: Study, runs: list[Run], results: Path, out: Path) -> str:
