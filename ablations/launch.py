@@ -7,7 +7,6 @@ resumes from its checkpoint under `<results>/checkpoints/<run_id>/` (a preempted
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -16,11 +15,11 @@ from collections import deque
 from pathlib import Path
 
 from data.atomic import atomic_write
+from records.logs import STEP_LINE
 
 from .study import REPO, Run
 
 DONE = ("complete", "diverged")
-STEP_LINE = re.compile(r"^step:(\d+)/(\d+) \w+:\S+ train_time:\d+ms step_avg:([\d.]+)ms")
 PLAN_FILE = "plan.json"
 
 
@@ -94,7 +93,7 @@ class Progress:
 
 
 def execute(label: str, command: list[str], results: Path, run_id: str) -> None:
-    """Run one trainer command, showing `label step N/M ETA ...` from its step lines (ETA = step_avg·(M − N))."""
+    """Run one trainer command, showing `label step N/M ETA ...` from its step lines (ETA = T/N·(M − N))."""
     clear_stale(results, run_id)
     progress = Progress(label)
     tail: deque[str] = deque(maxlen=25)
@@ -105,8 +104,9 @@ def execute(label: str, command: list[str], results: Path, run_id: str) -> None:
             tail.append(line)
             step = STEP_LINE.match(line)
             if step:
-                n, m, avg = int(step.group(1)), int(step.group(2)), float(step.group(3))
-                progress.update(f"step {n}/{m} ETA {eta(avg * (m - n) / 1000)}", milestone="val_loss" in line)
+                n, m, train_ms = int(step.group(1)), int(step.group(2)), float(step.group(5))
+                progress.update(f"step {n}/{m} ETA {eta(train_ms / max(n, 1) * (m - n) / 1000)}",
+                                milestone="val_loss" in line)
         code = process.wait()
     except KeyboardInterrupt:  # the trainer got the same Ctrl-C: let it checkpoint and exit
         process.wait()
