@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install everything the repo needs (idempotent; safe to rerun).
+# Create .venv and install everything the repo needs, and the repo in editable mode (idempotent; safe to rerun).
 # Machines without an NVIDIA GPU get the CPU build of torch (~200 MB instead of several GB).
 # Override the torch requirement with TORCH_SPEC, e.g. TORCH_SPEC="torch==2.9.1" bash setup.sh
 set -euo pipefail
@@ -29,6 +29,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     }
   fi
 fi
-echo "setup: installing requirements.txt"
+echo "setup: installing requirements.txt and the repo itself (editable)"
 "${PIP[@]}" -r requirements.txt
+"${PIP[@]}" --no-deps -e .
 .venv/bin/python -c "import torch; print(f'setup: done (torch {torch.__version__}, cuda={torch.cuda.is_available()})')"

@@ -1,133 +1,140 @@
 """train_gpt.py: train a GPT to a target validation loss as fast as possible.
 
-One file holds everything a record needs: config, model, data loader, optimizer wiring, the
-training loop and the run log (which embeds this file, so a log reproduces its run).
+This file holds what a record changes: the config and its presets, the model, the optimizer table and
+the training loop. The run machinery (log, checkpoints, signals, distributed setup) is in runtime/; the
+run log embeds the source of every repo module a run imported, so a log reproduces its run.
 
     python train_gpt.py                                    # tiny preset on the embedded corpus (CPU)
     python train_gpt.py --preset=speedrun124m              # the 124M speedrun on FineWeb shards
     torchrun --standalone --nproc_per_node=8 train_gpt.py --preset=speedrun124m
-    python train_gpt.py --help                             # every config key
+    python train_gpt.py --help                             # every config key (--help=json: the schema)
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
-import glob
-import hashlib
-import inspect
-import json
 import math
-import os
-import platform
-import random
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
-import optimizers  # noqa: E402  (repo package; imported after the path is set)
-from analysis import scaling, spectral  # noqa: E402
-from data import embedded  # noqa: E402
-from data.atomic import atomic_write  # noqa: E402
-from data.shards import ShardError, read_header, read_shard  # noqa: E402
-
-
-class ConfigError(ValueError):
-    """A bad command line or config value; main() prints it as one line and exits with status 2."""
-
+import optimizers
+from data import embedded
+from data.loader import FINEWEB_DIR, ShardLoader, find_shards
+from data.shards import ShardError, read_header, read_shard
+from optimizers import schedule
+from runtime import checkpoint as ckpt
+from runtime import config as schema
+from runtime import spectral
+from runtime.config import ConfigError, at_least, between, knob, one_of
+from runtime.distributed import Dist, barrier, broadcast_object, peak_memory, setup_distributed, shutdown, synchronize
+from runtime.env import check_writable, default_run_id, repo_sources, source_hashes
+from runtime.runlog import RunLog
+from runtime.signals import StopSignals
 
 # ----------------------------------------------------------------------------------------------
-# 1. Config: one dataclass with every knob, presets, and --key=value parsing.
+# 1. Config: every knob with its help, role (runtime/config.py: ROLES) and valid range; the presets.
 
-def knob(default, help: str):
-    return field(default=default, metadata={"help": help})
+POSITIVE, NONNEGATIVE, FRACTION = at_least(1), at_least(0), between(0, 1)
 
 
 @dataclass
 class Config:
     # data
-    dataset: str = knob("fineweb10B", "fineweb10B | shakespeare (embedded corpus, tokenized by `tokenizer`)")
-    tokenizer: str = knob("gpt2", "tokenizer of the embedded corpus: gpt2 | byte")
-    train_files: str = knob("", "glob of training shards (overrides `dataset`)")
-    val_files: str = knob("", "glob of validation shards (overrides `dataset`)")
+    dataset: str = knob("fineweb10B", "fineweb10B | shakespeare (embedded corpus, tokenized by `tokenizer`)", "data",
+                        one_of("fineweb10B", "shakespeare"))
+    tokenizer: str = knob("gpt2", "tokenizer of the embedded corpus: gpt2 | byte", "data", one_of("gpt2", "byte"))
+    train_files: str = knob("", "glob of training shards (overrides `dataset`)", "data")
+    val_files: str = knob("", "glob of validation shards (overrides `dataset`)", "data")
     # model shape
-    vocab_size: int = knob(50304, "embedding rows: the tokenizer's vocabulary padded to a multiple of 64")
-    n_layer: int = knob(12, "transformer blocks")
-    model_dim: int = knob(768, "residual stream width")
-    n_head: int = knob(6, "attention heads (head dim = model_dim / n_head)")
-    mlp_ratio: int = knob(4, "MLP hidden width / model_dim")
-    seq_len: int = knob(1024, "training sequence length in tokens")
+    vocab_size: int = knob(50304, "embedding rows: the tokenizer's vocabulary padded to a multiple of 64", "shape",
+                           POSITIVE)
+    n_layer: int = knob(12, "transformer blocks", "shape", POSITIVE)
+    model_dim: int = knob(768, "residual stream width", "shape", POSITIVE)
+    n_head: int = knob(6, "attention heads (head dim = model_dim / n_head)", "shape", POSITIVE)
+    mlp_ratio: int = knob(4, "MLP hidden width / model_dim", "shape", POSITIVE)
+    seq_len: int = knob(1024, "training sequence length in tokens (the learned position table's rows)", "shape", POSITIVE)
     # architecture tricks: each one a switch; all off gives the classic GPT-2
-    rotary: bool = knob(True, "rotary position embeddings (off: learned absolute positions)")
-    rope_base: float = knob(10000.0, "rotary base frequency")
-    rmsnorm: bool = knob(True, "parameter-free RMSNorm (off: LayerNorm with gain and bias)")
-    qk_norm: bool = knob(True, "normalise queries and keys before attention")
-    relu2: bool = knob(True, "ReLU² MLP activation (off: GELU)")
-    untied_head: bool = knob(True, "separate output head (off: head tied to the token embedding)")
-    zero_init_proj: bool = knob(True, "zero-initialise output projections (and the untied head)")
-    logit_softcap: float = knob(30.0, "tanh soft-cap on the logits: cap·tanh(z/cap); 0 turns it off")
-    bias: bool = knob(False, "biases in linear layers (GPT-2 had them)")
+    rotary: bool = knob(True, "rotary position embeddings (off: learned absolute positions)", "shape")
+    rope_base: float = knob(10000.0, "rotary base frequency", "recipe", between(1, 1e9))
+    rmsnorm: bool = knob(True, "parameter-free RMSNorm (off: LayerNorm with gain and bias)", "shape")
+    qk_norm: bool = knob(True, "normalise queries and keys before attention", "recipe")
+    relu2: bool = knob(True, "ReLU² MLP activation (off: GELU)", "recipe")
+    untied_head: bool = knob(True, "separate output head (off: head tied to the token embedding)", "shape")
+    zero_init_proj: bool = knob(True, "zero-initialise output projections (and the untied head)", "recipe")
+    logit_softcap: float = knob(30.0, "tanh soft-cap on the logits: cap·tanh(z/cap); 0 turns it off", "recipe",
+                                NONNEGATIVE)
+    bias: bool = knob(False, "biases in linear layers (GPT-2 had them)", "shape")
     # batch
-    global_batch_tokens: int = knob(8 * 64 * 1024, "tokens per optimizer step, summed over ranks")
-    micro_batch_tokens: int = knob(64 * 1024, "tokens per forward/backward on one device (accumulation fills the rest)")
-    # optimizers, per parameter group (names from optimizers.get)
-    opt_hidden: str = knob("muon", "optimizer of the hidden 2-D matrices")
-    opt_embed: str = knob("adam", "optimizer of the token (and position) embeddings")
-    opt_head: str = knob("adam", "optimizer of the output head")
-    opt_scalar: str = knob("adam", "optimizer of gains, biases and other vectors")
-    lr_hidden: float = knob(0.05, "learning rate of the hidden matrices")
-    lr_embed: float = knob(0.3, "learning rate of the embeddings")
-    lr_head: float = knob(0.008, "learning rate of the head")
-    lr_scalar: float = knob(0.04, "learning rate of the scalars")
-    weight_decay: float = knob(0.0, "weight decay of the hidden matrices (other groups: none)")
-    beta1: float = knob(0.8, "Adam-family β₁")
-    beta2: float = knob(0.95, "Adam-family β₂")
-    eps: float = knob(1e-10, "Adam-family ε")
-    momentum: float = knob(0.95, "momentum of Muon/SGD-family optimizers")
-    # schedule: linear warmup, constant, linear cooldown (warmup–stable–decay)
-    num_iterations: int = knob(1750, "training steps")
-    warmup_frac: float = knob(0.0, "fraction of steps of linear warmup from 0")
-    cooldown_frac: float = knob(0.4, "fraction of steps of decay to 0 at the end")
-    cooldown_shape: str = knob("linear", "shape of the decay: linear | cosine | sqrt")
-    lr_scaling: str = knob("none", "scale every lr with global_batch_tokens / lr_base_batch_tokens: none | linear | sqrt")
-    lr_base_batch_tokens: int = knob(8 * 64 * 1024, "the batch size the learning rates were tuned at (for lr_scaling)")
+    global_batch_tokens: int = knob(8 * 64 * 1024, "tokens per optimizer step, summed over ranks", "recipe", POSITIVE)
+    micro_batch_tokens: int = knob(64 * 1024, "tokens per forward/backward on one device (accumulation fills the rest)",
+                                   "system", POSITIVE)
+    # the optimizer table (optimizer_table below): one optimizer, lr and own hyperparameters per parameter group
+    opt_hidden: str = knob("muon", "optimizer of the hidden 2-D matrices", "optimizer", one_of(*optimizers.NAMES))
+    opt_embed: str = knob("adam", "optimizer of the token (and position) embeddings", "optimizer",
+                          one_of(*optimizers.NAMES))
+    opt_head: str = knob("adam", "optimizer of the output head", "optimizer", one_of(*optimizers.NAMES))
+    opt_scalar: str = knob("adam", "optimizer of gains, biases and other vectors", "optimizer", one_of(*optimizers.NAMES))
+    lr_hidden: float = knob(0.05, "learning rate of the hidden matrices", "optimizer", NONNEGATIVE)
+    lr_embed: float = knob(0.3, "learning rate of the embeddings", "optimizer", NONNEGATIVE)
+    lr_head: float = knob(0.008, "learning rate of the head", "optimizer", NONNEGATIVE)
+    lr_scalar: float = knob(0.04, "learning rate of the scalars", "optimizer", NONNEGATIVE)
+    hp_hidden: str = knob("", "the hidden group's own hyperparameters, 'name=value ...' (e.g. 'nesterov=false')",
+                          "optimizer")
+    hp_embed: str = knob("", "the embeddings' own hyperparameters, e.g. 'betas=0.9,0.99 eps=1e-8'", "optimizer")
+    hp_head: str = knob("", "the head's own hyperparameters, e.g. 'betas=0.9,0.99'", "optimizer")
+    hp_scalar: str = knob("", "the scalars' own hyperparameters, e.g. 'weight_decay=0.01'", "optimizer")
+    weight_decay: float = knob(0.0, "weight decay of the hidden matrices (other groups: none unless hp_* sets it)",
+                               "optimizer", NONNEGATIVE)
+    beta1: float = knob(0.8, "β₁ of every group whose optimizer takes betas", "optimizer", between(0, 1))
+    beta2: float = knob(0.95, "β₂ of every group whose optimizer takes betas", "optimizer", between(0, 1))
+    eps: float = knob(1e-10, "ε of every group whose optimizer takes eps", "optimizer", between(0, 1))
+    momentum: float = knob(0.95, "momentum of every group whose optimizer takes momentum (Muon, SGD)", "optimizer",
+                           between(0, 1))
+    # schedule: linear warmup, constant, linear cooldown (warmup–stable–decay); validation cadence
+    num_iterations: int = knob(1750, "training steps", "schedule", POSITIVE)
+    warmup_frac: float = knob(0.0, "fraction of steps of linear warmup from 0", "schedule", FRACTION)
+    cooldown_frac: float = knob(0.4, "fraction of steps of decay to 0 at the end", "schedule", FRACTION)
+    cooldown_shape: str = knob("linear", "shape of the decay: linear | cosine | sqrt", "schedule",
+                               one_of(*schedule.COOLDOWN_SHAPES))
+    lr_scaling: str = knob("none", "scale every lr with global_batch_tokens / lr_base_batch_tokens: none | linear | sqrt",
+                           "schedule", one_of(*schedule.LR_RULES))
+    lr_base_batch_tokens: int = knob(8 * 64 * 1024, "the batch size the learning rates were tuned at (for lr_scaling)",
+                                     "schedule", POSITIVE)
+    val_every: int = knob(125, "validate every N steps (and at the end); 0: only at the end", "schedule", NONNEGATIVE)
+    stop_at_target: bool = knob(True, "stop at the first validation <= target (off: run every step, as record runs "
+                                      "do, so the t-test on final losses means something)", "schedule")
     # evaluation
-    val_every: int = knob(125, "validate every N steps (and at the end); 0: only at the end")
-    val_tokens: int = knob(10485760, "validation tokens per evaluation")
-    target_val_loss: float = knob(3.28, "the validation loss to reach")
-    stop_at_target: bool = knob(True, "stop at the first validation <= target (off: run every step, as record runs do, "
-                                      "so the t-test on final losses means something)")
+    val_tokens: int = knob(10485760, "validation tokens per evaluation", "eval", POSITIVE)
+    target_val_loss: float = knob(3.28, "the validation loss to reach", "eval", at_least(0))
     # system
-    seed: int = knob(0, "random seed (model init)")
-    device: str = knob("auto", "auto | cuda | cpu")
-    compile: bool = knob(True, "torch.compile the model (CUDA only)")
-    log_dir: str = knob("logs", "where <run_id>.txt and <run_id>.json go")
-    checkpoint_every: int = knob(0, "save a checkpoint every N steps (step 0 included) and at the end; 0: only when stopped by a signal")
-    checkpoint_dir: str = knob("checkpoints", "checkpoints go to <checkpoint_dir>/<run_id>/step_NNNNNN/")
-    keep_checkpoints: int = knob(3, "keep the newest K checkpoints (and always the step-0 one)")
-    resume: str = knob("", "a checkpoint folder to resume from, or 'auto': the newest of --run_id, if any")
-    force_resume: bool = knob(False, "resume even if the config or code differ from the checkpoint's")
-    nan_policy: str = knob("stop", "on a non-finite loss or gradient norm: stop | skip (drop that update)")
-    inject_nan_step: int = knob(-1, "testing aid: make the loss NaN at this step")
-    run_id: str = knob("", "name of this run's log files (default: time and a random suffix)")
-    spectral_every: int = knob(0, "every N steps log singular-value statistics of each hidden matrix and its update (0: off)")
-    wandb: bool = knob(False, "also log to Weights & Biases (needs `pip install wandb`)")
-    wandb_project: str = knob("nanogpt-speedrun", "wandb project")
-    wandb_group: str = knob("", "wandb group (ablation studies set it)")
+    device: str = knob("auto", "auto | cuda | cpu", "system", one_of("auto", "cuda", "cpu"))
+    compile: bool = knob(True, "torch.compile the model (CUDA only)", "system")
+    seed: int = knob(0, "random seed (model init)", "seed", between(0, 2**63 - 1))
+    # run: names, folders, resume, logging destinations
+    run_id: str = knob("", "name of this run's log files (default: time and a random suffix)", "run")
+    log_dir: str = knob("logs", "where <run_id>.txt and <run_id>.json go", "run")
+    checkpoint_dir: str = knob("checkpoints", "checkpoints go to <checkpoint_dir>/<run_id>/step_NNNNNN/", "run")
+    resume: str = knob("", "a checkpoint folder to resume from, or 'auto': the newest of --run_id, if any", "run")
+    force_resume: bool = knob(False, "resume even if the config or code differ from the checkpoint's", "run")
+    wandb: bool = knob(False, "also log to Weights & Biases (offline with WANDB_MODE=offline)", "run")
+    wandb_group: str = knob("", "wandb group (ablation studies set it)", "run")
+    wandb_project: str = knob("nanogpt-speedrun", "wandb project", "operational")
+    checkpoint_every: int = knob(0, "save a checkpoint every N steps (step 0 included) and at the end; 0: only when "
+                                    "stopped by a signal", "operational", NONNEGATIVE)
+    keep_checkpoints: int = knob(3, "keep the newest K checkpoints (and always the step-0 one)", "operational", POSITIVE)
+    nan_policy: str = knob("stop", "on a non-finite loss or gradient norm: stop | skip (drop that update)",
+                           "operational", one_of("stop", "skip"))
+    # diagnostics
+    spectral_every: int = knob(0, "every N steps log singular-value statistics of each hidden matrix and its update "
+                                  "(0: off)", "diagnostic", NONNEGATIVE)
+    inject_nan_step: int = knob(-1, "testing aid: make the loss NaN at this step", "diagnostic", at_least(-1))
 
 
 PRESETS: dict[str, dict] = {
@@ -149,59 +156,39 @@ PRESETS: dict[str, dict] = {
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
-def parse_value(key: str, text: str):
-    kind = FIELDS[key].type
-    if kind == "bool":
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"--{key} expects a bool (true/false), got {text!r}")
-    try:
-        return {"int": int, "float": float, "str": str}[kind](text)
-    except ValueError:
-        raise ConfigError(f"--{key} expects {'an' if kind == 'int' else 'a'} {kind}, got {text!r}") from None
-
-
-def closest(name: str, choices) -> str:
-    match = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean {match[0]!r}?" if match else ""
-
-
-def config_help() -> str:
-    lines = [__doc__.strip(), "", f"presets: {', '.join(PRESETS)}", "", "keys (--key=value):"]
-    for f in dataclasses.fields(Config):
-        lines.append(f"  --{f.name:<22} {f.type:<5} default {f.default!r:<14} {f.metadata['help']}")
-    return "\n".join(lines)
-
-
 def parse_args(argv: list[str], cuda: bool) -> tuple[Config, str, str]:
     """Return (config, preset name, why that preset) from --preset=NAME and --key=value arguments."""
-    preset, overrides = None, {}
-    for arg in argv:
-        if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {arg!r}: use --key=value (see --help)")
-        key, has_value, text = arg[2:].partition("=")
-        if key == "preset":
-            if text not in PRESETS:
-                raise ConfigError(f"unknown preset {text!r}{closest(text, PRESETS)} (presets: {', '.join(PRESETS)})")
-            preset = text
-            continue
-        if key not in FIELDS:
-            raise ConfigError(f"unknown config key --{key}{closest(key, FIELDS)} (see --help)")
-        if not has_value and FIELDS[key].type != "bool":
-            raise ConfigError(f"--{key} needs a value: --{key}=VALUE")
-        overrides[key] = parse_value(key, text) if has_value else True
+    preset, overrides = schema.parse_overrides(Config, argv, PRESETS)
     if preset is not None:
         why = "--preset given"
     elif not cuda:
         preset, why = "tiny", "no CUDA device, so the tiny CPU preset on the embedded corpus"
-    elif not glob.glob(str(REPO / "data/fineweb10B/fineweb_train_*.bin")):
+    elif not any(FINEWEB_DIR.glob("fineweb_train_*.bin")):
         preset, why = "tiny", "no FineWeb shards in data/fineweb10B (python data/cached_fineweb10B.py 8)"
     else:
         preset, why = "speedrun124m", "CUDA and FineWeb shards present"
-    return Config(**{**PRESETS[preset], **overrides}), preset, why
+    cfg = Config(**{**PRESETS[preset], **overrides})
+    schema.check_ranges(cfg)
+    return cfg, preset, why
+
+
+def check_config(cfg: Config, world: int) -> None:
+    """Reject shapes and batch sizes that cannot work, before any data or model is touched."""
+    if cfg.model_dim % cfg.n_head or (cfg.model_dim // cfg.n_head) % 2:
+        raise ConfigError(f"model_dim {cfg.model_dim} must split into {cfg.n_head} heads of even size")
+    per_rank = cfg.global_batch_tokens // world
+    if cfg.global_batch_tokens % (world * cfg.seq_len):
+        raise ConfigError(f"global_batch_tokens {cfg.global_batch_tokens} is not divisible by world size {world} "
+                          f"× seq_len {cfg.seq_len}")
+    micro = min(cfg.micro_batch_tokens, per_rank)
+    if micro % cfg.seq_len or per_rank % micro:
+        raise ConfigError(f"micro_batch_tokens {micro} must be a multiple of seq_len {cfg.seq_len} and divide "
+                          f"the per-rank batch {per_rank}")
+    if cfg.val_tokens % (world * micro):
+        raise ConfigError(f"val_tokens {cfg.val_tokens} is not divisible by world size {world} × micro batch {micro}")
+    if cfg.warmup_frac + cfg.cooldown_frac > 1:
+        raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
+    cfg.micro_batch_tokens = micro
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,9 +306,15 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+# ----------------------------------------------------------------------------------------------
+# 3. The optimizer table: one row per parameter group, as the speedrun keeps one per parameter kind.
+
+GROUPS = ("hidden", "embed", "head", "scalar")
+
+
 def parameter_groups(model: GPT) -> dict[str, list[nn.Parameter]]:
     """Split the model for the optimizers: hidden 2-D matrices, embeddings, head, and the rest."""
-    groups = {"hidden": [], "embed": [], "head": [], "scalar": []}
+    groups = {name: [] for name in GROUPS}
     for name, p in model.named_parameters():  # a tied head is the embedding and is listed once
         if name.startswith(("embed.", "pos_embed.")):
             groups["embed"].append(p)
@@ -334,438 +327,101 @@ def parameter_groups(model: GPT) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-# ----------------------------------------------------------------------------------------------
-# 3. Data: shards through numpy.memmap; every rank takes its own slice of each global batch.
-
-def resolve_data(cfg: Config, rank: int) -> tuple[list[str], list[str]]:
-    """The sorted train and val shard paths; builds the embedded corpus on first use."""
-    train, val = cfg.train_files, cfg.val_files
-    if not (train and val):
-        if cfg.dataset == "fineweb10B":
-            default = REPO / "data/fineweb10B"
-            train, val = train or str(default / "fineweb_train_*.bin"), val or str(default / "fineweb_val_*.bin")
-        elif cfg.dataset == "shakespeare":
-            if rank == 0:
-                embedded.prepare(cfg.tokenizer)
-            if dist.is_initialized():
-                dist.barrier()
-            patterns = embedded.prepare(cfg.tokenizer)
-            train, val = train or patterns[0], val or patterns[1]
-        else:
-            raise ConfigError(f"unknown dataset {cfg.dataset!r}: use fineweb10B, shakespeare, or --train_files/--val_files")
-    files = sorted(glob.glob(train)), sorted(glob.glob(val))
-    for kind, pattern, found in (("training", train, files[0]), ("validation", val, files[1])):
-        if not found:
-            hint = " Download them: python data/cached_fineweb10B.py 8" if "fineweb" in pattern else ""
-            raise ConfigError(f"no {kind} shards match {pattern}.{hint}")
-    return files
+def parse_hyperparameters(key: str, text: str) -> dict:
+    """'betas=0.9,0.99 eps=1e-8 nesterov=false' → {"betas": (0.9, 0.99), "eps": 1e-8, "nesterov": False}."""
+    def value(v: str):
+        if "," in v:
+            return tuple(value(x) for x in v.split(","))
+        if v.lower() in ("true", "false"):
+            return v.lower() == "true"
+        for kind in (int, float):
+            with contextlib.suppress(ValueError):
+                return kind(v)
+        return v
+    pairs = [item.partition("=") for item in text.split()]
+    bad = [name for name, eq, v in pairs if not (name and eq and v)]
+    if bad:
+        raise ConfigError(f"--{key}={text!r}: write hyperparameters as 'name=value name=value' ({bad[0]!r} is not)")
+    return {name: value(v) for name, _, v in pairs}
 
 
-class ShardLoader:
-    """Global batches of `global_tokens` (+1 for targets) read in order from the shards, looping.
+def optimizer_table(cfg: Config) -> dict[str, dict]:
+    """Each group's row: its optimizer name, lr, and the hyperparameters handed to that optimizer.
 
-    Batch b is cut into world·accum chunks of `micro_tokens`; rank r at accumulation step k reads
-    chunk r·accum + k, so any (world, accum) with the same product sees the same data per step.
+    The shared keys (betas, eps, momentum) go to each group whose optimizer takes them; hp_<group>
+    adds or overrides any hyperparameter for that group alone. A hyperparameter the group's optimizer
+    does not take is an error naming both; so is a shared key set away from its default that no
+    group's optimizer takes.
     """
+    shared = {"betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps, "momentum": cfg.momentum}
+    rows = {
+        "hidden": dict(optimizer=cfg.opt_hidden, lr=cfg.lr_hidden, weight_decay=cfg.weight_decay,
+                       **parse_hyperparameters("hp_hidden", cfg.hp_hidden)),
+        "embed": dict(optimizer=cfg.opt_embed, lr=cfg.lr_embed, **parse_hyperparameters("hp_embed", cfg.hp_embed)),
+        "head": dict(optimizer=cfg.opt_head, lr=cfg.lr_head, **parse_hyperparameters("hp_head", cfg.hp_head)),
+        "scalar": dict(optimizer=cfg.opt_scalar, lr=cfg.lr_scalar, **parse_hyperparameters("hp_scalar", cfg.hp_scalar)),
+    }
+    taken = set()
+    for group, row in rows.items():
+        takes = optimizers.get(row["optimizer"]).bounds
+        for name in row.keys() - {"optimizer"}:
+            if name not in takes:
+                raise ConfigError(f"group {group}: optimizer {row['optimizer']} takes no {name!r} "
+                                  f"(it takes {', '.join(sorted(takes))}); change --opt_{group} or --hp_{group}")
+        for name, v in shared.items():
+            if name in takes:
+                row.setdefault(name, v)
+                taken.add(name)
+    changed = {"betas": ("beta1", "beta2"), "eps": ("eps",), "momentum": ("momentum",)}
+    for name, keys in changed.items():
+        moved = [k for k in keys if getattr(cfg, k) != FIELDS[k].default]
+        if moved and name not in taken:
+            wiring = ", ".join(f"{g}: {r['optimizer']}" for g, r in rows.items())
+            raise ConfigError(f"--{moved[0]} is set but no group's optimizer takes {name} ({wiring})")
+    return rows
 
-    def __init__(self, files: list[str], global_tokens: int, micro_tokens: int, seq_len: int,
-                 rank: int, world: int, device: torch.device):
-        self.files, self.global_tokens, self.micro_tokens, self.seq_len = files, global_tokens, micro_tokens, seq_len
-        self.accum = global_tokens // (world * micro_tokens)
-        self.rank, self.device = rank, device
-        self.reset()
-
-    def reset(self):
-        self.shard, self.pos = 0, 0
-        self.tokens = read_shard(self.files[0])
-
-    def state_dict(self) -> dict:
-        return {"shard": self.shard, "pos": self.pos}
-
-    def load_state_dict(self, state: dict):
-        self.shard, self.pos = state["shard"], state["pos"]
-        self.tokens = read_shard(self.files[self.shard])
-
-    def next_batch(self):
-        """Yield this rank's accum (inputs, targets) micro-batches of the next global batch."""
-        while self.pos + self.global_tokens + 1 > len(self.tokens):
-            self.shard = (self.shard + 1) % len(self.files)
-            self.pos, self.tokens = 0, read_shard(self.files[self.shard])
-            if self.shard == 0 and self.global_tokens + 1 > len(self.tokens):
-                raise ConfigError(f"{self.files[0]} holds {len(self.tokens)} tokens, fewer than one batch "
-                                  f"({self.global_tokens}); lower global_batch_tokens")
-        start = self.pos
-        self.pos += self.global_tokens
-        for k in range(self.accum):
-            a = start + (self.rank * self.accum + k) * self.micro_tokens
-            chunk = torch.from_numpy(self.tokens[a:a + self.micro_tokens + 1].astype(np.int64))
-            if self.device.type == "cuda":
-                chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-            yield chunk[:-1].view(-1, self.seq_len), chunk[1:].view(-1, self.seq_len)
-
-
-# ----------------------------------------------------------------------------------------------
-# 4. Optimizers and the learning-rate schedule.
 
 def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
-    """One optimizer per distinct name in opt_*, each holding its parameter groups with their lrs."""
-    by_name: dict[str, list[dict]] = {}
-    for group, params in parameter_groups(model).items():
-        if params:
-            lr = scaling.scale_lr(getattr(cfg, f"lr_{group}"), cfg.global_batch_tokens, cfg.lr_base_batch_tokens,
-                                  cfg.lr_scaling)
-            wd = cfg.weight_decay if group == "hidden" else 0.0
-            by_name.setdefault(getattr(cfg, f"opt_{group}"), []).append(
-                dict(params=params, lr=lr, initial_lr=lr, weight_decay=wd, name=group))
+    """One optimizer per distinct name in the table, holding its groups (each with its own hyperparameters)."""
+    params, by_name = parameter_groups(model), {}
+    for group, row in optimizer_table(cfg).items():
+        if params[group]:
+            row = dict(row)
+            name = row.pop("optimizer")
+            row["lr"] = schedule.scale_lr(row["lr"], cfg.global_batch_tokens, cfg.lr_base_batch_tokens, cfg.lr_scaling)
+            by_name.setdefault(name, []).append(dict(params=params[group], initial_lr=row["lr"], name=group, **row))
     built = []
     for name, groups in by_name.items():
         try:
-            cls = optimizers.get(name)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        accepted = inspect.signature(cls).parameters
-        extra = {"betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps, "momentum": cfg.momentum}
-        try:
-            built.append(cls(groups, **{k: v for k, v in extra.items() if k in accepted}))
+            built.append(optimizers.get(name)(groups))
         except ValueError as e:
             raise ConfigError(f"optimizer {name!r}: {e}") from None
     return built
 
 
 def lr_factor(cfg: Config, step: int) -> float:
-    """Warmup–stable–decay multiplier of every group's learning rate (analysis/scaling.py)."""
-    return scaling.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape)
+    """Warmup–stable–decay multiplier of every group's learning rate (optimizers/schedule.py)."""
+    return schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape)
 
 
 # ----------------------------------------------------------------------------------------------
-# 5. Distributed setup and config checks.
+# 4. Data, evaluation and one training step.
 
-@dataclass
-class Dist:
-    rank: int
-    local_rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def master(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(cfg: Config) -> Dist:
-    """torchrun's environment → NCCL on CUDA or gloo on CPU; plain `python` is world size 1."""
-    if cfg.device not in ("auto", "cuda", "cpu"):
-        raise ConfigError(f"--device must be auto, cuda or cpu, got {cfg.device!r}")
-    use_cuda = torch.cuda.is_available() if cfg.device == "auto" else cfg.device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise ConfigError("--device=cuda but no CUDA device is visible")
-    rank, local_rank, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if world > 1:
-        options = {"device_id": device} if use_cuda else {}
-        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-            # torchrun keeps one key-value store across restarts: a per-attempt prefix stops a restarted
-            # group from reading the addresses of the workers that died.
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
-            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-            options.update(store=dist.PrefixStore(f"attempt{attempt}", store), rank=rank, world_size=world)
-        dist.init_process_group("nccl" if use_cuda else "gloo", **options)
-    return Dist(rank, local_rank, world, device)
-
-
-def check_config(cfg: Config, world: int) -> None:
-    """Reject shapes and batch sizes that cannot work, before any data or model is touched."""
-    if cfg.model_dim % cfg.n_head or (cfg.model_dim // cfg.n_head) % 2:
-        raise ConfigError(f"model_dim {cfg.model_dim} must split into {cfg.n_head} heads of even size")
-    per_rank = cfg.global_batch_tokens // world
-    if cfg.global_batch_tokens % (world * cfg.seq_len):
-        raise ConfigError(f"global_batch_tokens {cfg.global_batch_tokens} is not divisible by world size {world} "
-                          f"× seq_len {cfg.seq_len}")
-    micro = min(cfg.micro_batch_tokens, per_rank)
-    if micro % cfg.seq_len or per_rank % micro:
-        raise ConfigError(f"micro_batch_tokens {micro} must be a multiple of seq_len {cfg.seq_len} and divide "
-                          f"the per-rank batch {per_rank}")
-    if cfg.val_tokens % (world * micro):
-        raise ConfigError(f"val_tokens {cfg.val_tokens} is not divisible by world size {world} × micro batch {micro}")
-    if cfg.num_iterations < 1 or cfg.val_every < 0 or cfg.spectral_every < 0:
-        raise ConfigError("num_iterations must be >= 1, val_every >= 0 and spectral_every >= 0")
-    if cfg.nan_policy not in ("stop", "skip"):
-        raise ConfigError(f"--nan_policy must be stop or skip, got {cfg.nan_policy!r}")
-    if cfg.lr_scaling not in scaling.LR_RULES or cfg.cooldown_shape not in scaling.COOLDOWN_SHAPES:
-        raise ConfigError(f"--lr_scaling must be one of {scaling.LR_RULES} (got {cfg.lr_scaling!r}) and "
-                          f"--cooldown_shape one of {scaling.COOLDOWN_SHAPES} (got {cfg.cooldown_shape!r})")
-    if cfg.lr_base_batch_tokens < 1:
-        raise ConfigError(f"--lr_base_batch_tokens must be positive, got {cfg.lr_base_batch_tokens}")
-    if cfg.warmup_frac + cfg.cooldown_frac > 1:
-        raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
-    cfg.micro_batch_tokens = micro
-
-
-def check_vocab(cfg: Config, files: list[str], shards_needed: int) -> None:
-    """Every shard's header, and the token ids of those this run will read, must fit the model."""
-    for i, path in enumerate(files):
+def data_files(cfg: Config, master: bool = True) -> tuple[list[str], list[str]]:
+    """The run's train and val shards (rank 0 builds the embedded corpus on first use); token ids must fit."""
+    patterns = None
+    if cfg.dataset == "shakespeare" and not (cfg.train_files and cfg.val_files):
+        if master:
+            embedded.prepare(cfg.tokenizer)
+        barrier()
+        patterns = embedded.prepare(cfg.tokenizer)
+    train, val = find_shards(cfg.dataset, cfg.train_files, cfg.val_files, patterns)
+    needed = math.ceil(cfg.num_iterations * cfg.global_batch_tokens / read_header(train[0])) + 1
+    for i, path in enumerate(train + val):
         read_header(path)
-        if i < shards_needed:
+        if i < needed or i >= len(train):
             read_shard(path, vocab_size=cfg.vocab_size)
-
-
-# ----------------------------------------------------------------------------------------------
-# 6. The run log: embedded sources, config, environment, step lines, and the JSON summary.
-
-def check_writable(folder: Path, what: str) -> None:
-    """Fail before training if `folder` cannot be created or written (probing its nearest existing ancestor)."""
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    try:
-        if not probe.is_dir():
-            raise NotADirectoryError(f"{probe} is not a directory")
-        tempfile.TemporaryFile(dir=probe).close()
-    except OSError as e:
-        raise ConfigError(f"cannot write the {what} directory {folder}: {e}; pick a writable --{what}_dir") from None
-
-
-def repo_sources() -> dict[str, str]:
-    """Source text of train_gpt.py and of every repo module loaded so far, by relative path."""
-    paths = {Path(__file__).resolve()}
-    for module in list(sys.modules.values()):
-        file = Path(getattr(module, "__file__", None) or "/")
-        if file.is_absolute() and file.suffix == ".py" and file.resolve().is_relative_to(REPO):
-            file = file.resolve()
-            parts = file.relative_to(REPO).parts
-            if not any(p.startswith(".") or p in ("site-packages", "tests") for p in parts):
-                paths.add(file)
-    ordered = sorted(paths, key=lambda p: (p != Path(__file__).resolve(), p))  # train_gpt.py first
-    return {str(p.relative_to(REPO)): p.read_text() for p in ordered}
-
-
-def source_hashes(sources: dict[str, str]) -> dict[str, str]:
-    return {path: hashlib.sha256(text.encode()).hexdigest() for path, text in sources.items()}
-
-
-def cpu_name() -> str:
-    """The CPU model and core count, e.g. "AMD EPYC 7B13 (2 cores)"; "cpu" where unknown."""
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-    except OSError:
-        names = []
-    name = names[0] if names else platform.processor() or "cpu"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name} ({cores} cores)"
-
-
-def environment(d: Dist) -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    cuda = d.device.type == "cuda"
-    return {
-        "python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
-        "cuda": torch.version.cuda, "platform": platform.platform(), "world_size": d.world,
-        "device": torch.cuda.get_device_name(d.device) if cuda else cpu_name(),
-        "device_count": torch.cuda.device_count() if cuda else 1,
-        "git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain")),
-    }
-
-
-class RunLog:
-    """logs/<run_id>.txt (human, embeds the code) and logs/<run_id>.json (machine summary); rank 0 only.
-
-    On resume the .txt is cut back to where the checkpoint was taken (via a rewritten copy, renamed
-    over the original), so the finished log reads like one uninterrupted run.
-    """
-
-    RULE = "=" * 100
-
-    def __init__(self, cfg: Config, preset: str, d: Dist, run_id: str, sources: dict[str, str], resume: dict | None):
-        self.enabled, self.cfg = d.master, cfg
-        self.file_hashes = source_hashes(sources)
-        self.code_hash = hashlib.sha256(json.dumps(self.file_hashes, sort_keys=True).encode()).hexdigest()
-        self.summary = {"run_id": run_id, "status": "running", "preset": preset, "config": dataclasses.asdict(cfg),
-                        "code_hash": self.code_hash, "hardware": environment(d), "val_history": [], "resumed": [],
-                        "spectral": []}
-        self.wandb = None
-        if not self.enabled:
-            return
-        if cfg.wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise ConfigError("--wandb needs the wandb package: pip install wandb") from None
-        folder = Path(cfg.log_dir)
-        check_writable(folder, "log")
-        folder.mkdir(parents=True, exist_ok=True)
-        self.txt, self.json = folder / f"{run_id}.txt", folder / f"{run_id}.json"
-        if resume is not None and self.txt.exists():
-            kept = self.txt.read_bytes()[:resume["log_offset"]]
-            atomic_write(self.txt, kept)
-            self.summary.update({k: resume["summary"].get(k, []) for k in ("val_history", "resumed", "spectral")})
-        elif self.txt.exists():
-            raise ConfigError(f"{self.txt} exists already; pick another --run_id (or --resume=auto to continue it)")
-        else:
-            header = [f"{self.RULE}\n# {path}\n{self.RULE}\n{text}\n" for path, text in sources.items()]
-            header.append(f"{self.RULE}\n# config (preset {preset})\n{json.dumps(self.summary['config'], indent=1)}\n")
-            header.append(f"{self.RULE}\n# environment\n{json.dumps(self.summary['hardware'], indent=1)}\n{self.RULE}\n")
-            self.txt.write_text("".join(header))
-        self.file = open(self.txt, "a")
-        self.save_summary()
-        if cfg.wandb:
-            self.wandb = wandb.init(project=cfg.wandb_project, group=cfg.wandb_group or None, name=run_id,
-                                    config=self.summary["config"], resume="allow", id=run_id)
-
-    def offset(self) -> int:
-        return self.file.tell() if self.enabled else 0
-
-    def print(self, line: str) -> None:
-        if self.enabled:
-            print(line, flush=True)
-            self.file.write(line + "\n")
-            self.file.flush()
-
-    def step(self, step: int, metric: str, value: float, train_ms: float) -> None:
-        """One speedrun log line: step:N/M metric:X train_time:Tms step_avg:Sms."""
-        self.print(f"step:{step}/{self.cfg.num_iterations} {metric}:{value:.4f} "
-                   f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
-        if metric == "val_loss":
-            self.summary["val_history"].append([step, value, train_ms])
-        if self.wandb is not None:
-            self.wandb.log({metric: value, "train_time_ms": train_ms}, step=step)
-
-    def spectral(self, step: int, rows: list[dict]) -> None:
-        """Singular-value statistics of the hidden matrices and their updates (analysis/spectral.py)."""
-        for row in rows:
-            self.print(spectral.log_line(step, row))
-            self.summary["spectral"].append({"step": step, **row})
-            if self.wandb is not None:
-                self.wandb.log({f"spectral/{row['name']}/{k}": v for k, v in row.items() if k != "name"}, step=step)
-
-    def save_summary(self, **fields) -> None:
-        self.summary.update(fields)
-        if self.enabled:
-            atomic_write(self.json, json.dumps(self.summary, indent=1) + "\n")
-
-    def close(self) -> None:
-        if self.enabled:
-            self.file.close()
-            if self.wandb is not None:
-                self.wandb.finish()
-
-
-# ----------------------------------------------------------------------------------------------
-# 7. Checkpoints: <checkpoint_dir>/<run_id>/step_NNNNNN/rank<R>.pt, each folder renamed into place
-#    only once every rank has written, so a crash mid-write leaves the previous one intact.
-
-OPERATIONAL_KEYS = {"resume", "force_resume", "run_id", "log_dir", "checkpoint_dir", "checkpoint_every",
-                    "keep_checkpoints", "wandb", "wandb_project", "wandb_group", "inject_nan_step", "spectral_every"}
-SHAPE_KEYS = {"vocab_size", "n_layer", "model_dim", "n_head", "mlp_ratio", "rotary", "rmsnorm", "untied_head", "bias"}
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    done = sorted(p for p in run_dir.glob("step_*") if (p / "rank0.pt").is_file()) if run_dir.is_dir() else []
-    return done[-1] if done else None
-
-
-def save_checkpoint(run_dir: Path, step: int, state: dict, d: Dist, keep: int) -> Path:
-    final, tmp = run_dir / f"step_{step:06d}", run_dir / f".tmp-step_{step:06d}"
-    if d.master:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier()
-    with open(tmp / f"rank{d.rank}.pt", "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    barrier()
-    if d.master:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        older = sorted(p for p in run_dir.glob("step_*") if p.name != "step_000000")[:-keep]
-        for old in older:  # the step-0 weights (the initialisation) are always kept
-            shutil.rmtree(old, ignore_errors=True)
-    barrier()
-    return final
-
-
-def rng_states(d: Dist) -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state(d.device) if d.device.type == "cuda" else None}
-
-
-def set_rng_states(states: dict, d: Dist) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if states["cuda"] is not None and d.device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"], d.device)
-
-
-def find_resume(cfg: Config, run_id: str) -> Path | None:
-    """The checkpoint folder to resume from: --resume=PATH, or with 'auto' the latest of this run (if any).
-
-    A job restarted by `torchrun --max-restarts` resumes as with 'auto'.
-    """
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-    if cfg.resume == "auto" or (restarted and not cfg.resume):
-        return latest_checkpoint(Path(cfg.checkpoint_dir) / run_id)
-    if not cfg.resume:
-        return None
-    path = Path(cfg.resume)
-    if not (path / "rank0.pt").is_file():
-        raise ConfigError(f"--resume={cfg.resume}: no checkpoint there (expected {path / 'rank0.pt'})")
-    return path
-
-
-def load_resume(path: Path, cfg: Config, file_hashes: dict[str, str], d: Dist) -> dict:
-    """This rank's checkpoint state, after refusing a mismatched model, world size, config or code."""
-    file = path / f"rank{d.rank}.pt"
-    if not file.is_file():
-        raise ConfigError(f"{path} was written by fewer ranks than this run's {d.world}; resume with the same world size")
-    state = torch.load(file, map_location=d.device, weights_only=False)
-    old, new = state["config"], dataclasses.asdict(cfg)
-    if state["world"] != d.world:
-        raise ConfigError(f"{path} was written by {state['world']} rank(s), this run has {d.world}; use the same world size")
-    shape = [f"{k}: {old.get(k)} in checkpoint, {new[k]} now" for k in sorted(SHAPE_KEYS) if old.get(k) != new[k]]
-    if shape:
-        raise ConfigError(f"{path} holds another model shape ({'; '.join(shape)}); match the config or start a new run")
-    differs = [f"{k}: {old.get(k)!r} → {new[k]!r}" for k in sorted(new) if k not in OPERATIONAL_KEYS and old.get(k) != new[k]]
-    then, now = state["file_hashes"], file_hashes
-    changed = sorted(f for f in then.keys() | now.keys() if then.get(f) != now.get(f))
-    if changed:
-        differs.append(f"code changed in {', '.join(changed)}")
-    if differs and not cfg.force_resume:
-        raise ConfigError(f"refusing to resume from {path}: {'; '.join(differs)}. Pass --force_resume to resume anyway")
-    return state
-
-
-# ----------------------------------------------------------------------------------------------
-# 8. main(): the loop, validation, stop at target, checkpoints, preemption, final summary.
-
-class StopSignals:
-    """SIGTERM/SIGINT set a flag that the loop checks between steps (the first one only: a second one kills)."""
-
-    def __init__(self):
-        self.received = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.handle)
-
-    def handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
-        signal.signal(signum, signal.SIG_DFL)
+    return train, val
 
 
 @torch.no_grad()
@@ -792,41 +448,62 @@ def evaluate(model: nn.Module, opts: list, loader: ShardLoader, steps: int, d: D
     return total.item() / (steps * loader.accum * d.world)
 
 
-def synchronize(d: Dist) -> None:
-    if d.device.type == "cuda":
-        torch.cuda.synchronize(d.device)
+@dataclass
+class Trainer:
+    """What one step needs: the model (raw, DDP-wrapped and compiled), its optimizers and the loader."""
+
+    cfg: Config
+    d: Dist
+    model: GPT
+    ddp: nn.Module
+    runner: nn.Module
+    opts: list
+    loader: ShardLoader
+    autocast: object
+
+    def train_step(self, step: int, stop_requested: bool) -> tuple[float, float, bool]:
+        """Forward/backward over the micro-batches, then one optimizer step at the scheduled lr.
+
+        Returns (mean train loss, gradient norm, whether any rank asked to stop); a non-finite loss or
+        gradient norm skips the update.
+        """
+        cfg, d = self.cfg, self.d
+        micro_batches = list(self.loader.next_batch())
+        loss_sum = torch.zeros((), device=d.device)
+        for k, (x, y) in enumerate(micro_batches):
+            syncing = d.world == 1 or k == len(micro_batches) - 1
+            with (contextlib.nullcontext() if syncing else self.ddp.no_sync()), self.autocast():
+                loss = self.runner(x, y)
+            if step + 1 == cfg.inject_nan_step:
+                loss = loss * float("nan")
+            (loss / len(micro_batches)).backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        shared = torch.stack([loss_sum / len(micro_batches), grad_norm.to(loss_sum.dtype),
+                              torch.tensor(float(stop_requested), device=d.device)])
+        if d.world > 1:
+            dist.all_reduce(shared)
+        train_loss, grad_norm, stop_votes = (shared / d.world).tolist()
+        finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
+        if finite:
+            for opt in self.opts:
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * lr_factor(cfg, step)
+                opt.step()
+        self.model.zero_grad(set_to_none=True)
+        return train_loss, grad_norm, stop_votes > 0
 
 
-def peak_memory(d: Dist) -> str:
-    if d.device.type == "cuda":
-        return (f"peak memory allocated: {torch.cuda.max_memory_allocated(d.device) // 2**20} MiB "
-                f"reserved: {torch.cuda.max_memory_reserved(d.device) // 2**20} MiB")
-    import resource
-    return f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB"
-
-
-def default_run_id() -> str:
-    """Time and a random suffix; under torchrun, derived from its run id so restarts find their checkpoints."""
-    elastic = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if elastic not in ("", "none"):
-        return f"elastic-{hashlib.sha256(elastic.encode()).hexdigest()[:10]}"
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
+# ----------------------------------------------------------------------------------------------
+# 5. The run: set up, resume, then validate / step / checkpoint until done, stopped or diverged.
 
 def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     """Run training; return the exit status (0 done, 3 stopped on a non-finite value, 128+N on signal N)."""
     if d.master:
         print(f"preset {preset}: {why}", flush=True)
     check_config(cfg, d.world)
-    train_files, val_files = resolve_data(cfg, d.rank)
-    shards_needed = math.ceil(cfg.num_iterations * cfg.global_batch_tokens / read_header(train_files[0])) + 1
-    check_vocab(cfg, train_files, shards_needed)
-    check_vocab(cfg, val_files, len(val_files))
-    run_id = cfg.run_id or default_run_id()
-    if d.world > 1:
-        shared = [run_id]
-        dist.broadcast_object_list(shared, src=0)
-        run_id = shared[0]
+    train_files, val_files = data_files(cfg, d.master)
+    run_id = broadcast_object(cfg.run_id or default_run_id(), d)
     run_dir = Path(cfg.checkpoint_dir) / run_id
     check_writable(run_dir, "checkpoint")
 
@@ -837,38 +514,38 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     opts = build_optimizers(cfg, model)
     cuda = d.device.type == "cuda"
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else model
-    runner = torch.compile(ddp) if cfg.compile and cuda else ddp
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
-    train_loader = ShardLoader(train_files, cfg.global_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
+    loader = ShardLoader(train_files, cfg.global_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
     val_loader = ShardLoader(val_files, d.world * cfg.micro_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
     val_steps = cfg.val_tokens // (d.world * cfg.micro_batch_tokens)
+    trainer = Trainer(cfg, d, model, ddp, torch.compile(ddp) if cfg.compile and cuda else ddp, opts, loader, autocast)
 
-    sources = repo_sources()
-    resume_from = find_resume(cfg, run_id)
-    resumed = None
-    if resume_from is not None:
-        resumed = load_resume(resume_from, cfg, source_hashes(sources), d)
+    sources = repo_sources(__file__)
+    resume_from = ckpt.find_resume(cfg.resume, run_dir)
+    resumed = None if resume_from is None else ckpt.load_resume(resume_from, cfg, source_hashes(sources), d)
+    if resumed is not None:
+        ckpt.check_tensor_shapes(resume_from, resumed["model"], model.state_dict())
     log = RunLog(cfg, preset, d, run_id, sources, resumed)
     step, train_ms = 0, 0.0
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         for opt, opt_state in zip(opts, resumed["optimizers"], strict=True):
             opt.load_state_dict(opt_state)
-        train_loader.load_state_dict(resumed["loader"])
-        set_rng_states(resumed["rng"], d)
+        loader.load_state_dict(resumed["loader"])
+        ckpt.set_rng_states(resumed["rng"], d)
         step, train_ms = resumed["step"], resumed["train_time_ms"]
         log.summary["resumed"].append({"from": str(resume_from), "step": step})
         log.print(f"# resumed from {resume_from} at step {step}")
     wiring = ", ".join(f"{type(o).__name__}({'+'.join(g['name'] for g in o.param_groups)})" for o in opts)
     log.print(f"run {run_id}: {n_params:,} parameters, {d.world} × {d.device.type}, "
-              f"{train_loader.accum} accumulation step(s) of {cfg.micro_batch_tokens} tokens, optimizers: {wiring}")
+              f"{loader.accum} accumulation step(s) of {cfg.micro_batch_tokens} tokens, optimizers: {wiring}")
 
     def checkpoint() -> Path:
         state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in opts],
-                 "loader": train_loader.state_dict(), "rng": rng_states(d), "step": step, "train_time_ms": train_ms,
+                 "loader": loader.state_dict(), "rng": ckpt.rng_states(d), "step": step, "train_time_ms": train_ms,
                  "config": dataclasses.asdict(cfg), "code_hash": log.code_hash, "file_hashes": log.file_hashes,
                  "world": d.world, "log_offset": log.offset(), "summary": log.summary}
-        path = save_checkpoint(run_dir, step, state, d, max(cfg.keep_checkpoints, 1))
+        path = ckpt.save_checkpoint(run_dir, step, state, d, cfg.keep_checkpoints)
         log.print(f"# checkpoint step {step}: {path}")
         return path
 
@@ -880,59 +557,37 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         if cfg.checkpoint_every and step != resumed_step and (step % cfg.checkpoint_every == 0 or last):
             checkpoint()
         if last or (cfg.val_every and step % cfg.val_every == 0):
-            val_loss = evaluate(runner, opts, val_loader, val_steps, d, autocast)
+            val_loss = evaluate(trainer.runner, opts, val_loader, val_steps, d, autocast)
             log.step(step, "val_loss", val_loss, train_ms)
             log.save_summary(final_val_loss=val_loss, train_time_ms=train_ms, steps=step)
             reached = val_loss <= cfg.target_val_loss
             if (reached and cfg.stop_at_target) or last:
                 break
-        synchronize(d)
-        t0 = time.perf_counter()
-        micro_batches = list(train_loader.next_batch())
-        loss_sum = torch.zeros((), device=d.device)
-        for k, (x, y) in enumerate(micro_batches):
-            context = ddp.no_sync() if d.world > 1 and k < len(micro_batches) - 1 else contextlib.nullcontext()
-            with context, autocast():
-                loss = runner(x, y)
-            if step + 1 == cfg.inject_nan_step:
-                loss = loss * float("nan")
-            (loss / len(micro_batches)).backward()
-            loss_sum += loss.detach()
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-        stop_flag = torch.tensor(float(signals.received is not None), device=d.device)
-        shared = torch.stack([loss_sum / len(micro_batches), grad_norm.to(loss_sum.dtype), stop_flag])
-        if d.world > 1:
-            dist.all_reduce(shared)
-        train_loss, grad_norm, stop_votes = (shared / d.world).tolist()
-        finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
         spectral_due = d.master and cfg.spectral_every and (step + 1) % cfg.spectral_every == 0
         before = {name: p.detach().clone() for name, p in hidden.items()} if spectral_due else None
-        if finite:
-            for opt in opts:
-                for group in opt.param_groups:
-                    group["lr"] = group["initial_lr"] * lr_factor(cfg, step)
-                opt.step()
-        model.zero_grad(set_to_none=True)
+        synchronize(d)
+        t0 = time.perf_counter()
+        train_loss, grad_norm, stop = trainer.train_step(step, signals.received is not None)
         synchronize(d)
         train_ms += 1000 * (time.perf_counter() - t0)
         step += 1
         log.step(step, "train_loss", train_loss, train_ms)
         if before is not None:
             log.spectral(step, spectral.report(before, hidden))
-        if not finite:
+        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
             message = f"step:{step} non-finite train loss {train_loss} or gradient norm {grad_norm}"
             if cfg.nan_policy == "skip":
                 log.print(f"# {message}: update skipped (--nan_policy=skip)")
                 continue
-            good = latest_checkpoint(run_dir)
+            good = ckpt.latest_checkpoint(run_dir)
             log.print(f"# {message}: stopping (--nan_policy=stop); last good checkpoint: {good or 'none'}")
             status, exit_code = "diverged", 3
             break
-        if stop_votes > 0:
+        if stop:
             path = checkpoint()
             name = signals.received or "a signal on another rank"
             log.print(f"# stopped by {name} at step {step}; resume with --run_id={run_id} --resume=auto (checkpoint {path})")
-            status, exit_code = "preempted", 128 + (signal.Signals[signals.received].value if signals.received else 15)
+            status, exit_code = "preempted", signals.exit_code()
             break
 
     log.print(peak_memory(d))
@@ -949,21 +604,23 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--help=json" in argv:
+        print(schema.help_json(Config, PRESETS))
+        return 0
     if any(a in ("-h", "--help") for a in argv):
-        print(config_help())
+        print(schema.help_text(Config, __doc__, PRESETS))
         return 0
     d = None
     try:
         cfg, preset, why = parse_args(argv, torch.cuda.is_available())
-        d = setup_distributed(cfg)
+        d = setup_distributed(cfg.device)
         return train(cfg, preset, why, d)
     except (ConfigError, ShardError) as e:
         if d is None or d.master:
             print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -9,28 +9,21 @@ reference), seeds, a metric, and optionally a ladder of model sizes. Every run i
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 import json
 import re
 import runpy
-import subprocess
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis import scaling
+from optimizers import schedule as scaling
+from records import schema
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINER = REPO / "train_gpt.py"
 METRICS = {"val_loss_at_step": "step", "val_loss_at_time": "seconds", "time_to_target": "target"}
 STUDY_KEYS = ("name", "description", "base", "overrides", "arms", "baseline", "seeds", "metric", "ladder")
 LADDER_KEYS = ("rungs", "lr_rule", "base_batch_tokens", "warmup_steps", "cooldown_steps")
-# Keys the launcher sets for every run; a study may not set them.
-RUNNER_KEYS = ("seed", "run_id", "log_dir", "checkpoint_dir", "resume", "force_resume", "wandb", "wandb_group")
-# Keys that do not change what a run computes: passed on, but left out of the run's hash.
-UNHASHED_KEYS = ("checkpoint_every", "keep_checkpoints", "wandb_project")
 NAME = re.compile(r"[\w.-]+")
 
 
@@ -87,7 +80,7 @@ class Run:
     @property
     def config_hash(self) -> str:
         """First 12 hex digits of sha256 over the preset and the result-changing config, keys sorted."""
-        hashed = {k: v for k, v in self.config.items() if k not in UNHASHED_KEYS}
+        hashed = {k: v for k, v in self.config.items() if k not in unhashed_keys()}
         text = json.dumps({"preset": self.preset, "config": hashed}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -182,7 +175,7 @@ def check_config_keys(where: str, config: dict) -> None:
     if not isinstance(config, dict):
         raise StudyError(f"{where} must be a table of config keys, got {config!r}")
     for key in config:
-        if key in RUNNER_KEYS:
+        if key in runner_keys():
             raise StudyError(f"{where}: {key!r} is set by the launcher for every run; remove it "
                              f"(seeds go in `seeds`, wandb in `python -m ablations run --wandb`)")
         if key == "preset":
@@ -205,7 +198,7 @@ def load_record(entry: str, where: str) -> tuple[Path, str, dict]:
     if missing:
         raise StudyError(f"{path} lacks {' and '.join(missing)}, which a study's base needs; "
                          f"re-add the entry with a current `python -m records add`")
-    config = {k: v for k, v in record["config"].items() if k not in RUNNER_KEYS + UNHASHED_KEYS}
+    config = {k: v for k, v in record["config"].items() if k not in runner_keys() | unhashed_keys()}
     return path, record["preset"], config
 
 
@@ -302,22 +295,25 @@ def load(path: str | Path) -> Study:
 
 
 # ----------------------------------------------------------------------------------------------
-# Checking a plan against the trainer's own list of keys (`train_gpt.py --help`).
+# The trainer's schema (`train_gpt.py --help=json`): its keys, their roles, its presets.
 
-HELP_KEY = re.compile(r"^\s+--(\w+)\s+(bool|int|float|str)\s+default")
-HELP_PRESETS = re.compile(r"^presets: (.+)$", re.M)
+def runner_keys() -> set[str]:
+    """Keys the launcher sets for every run (seed, run id, folders, resume, wandb); a study may not set them."""
+    return schema.keys_where("set_by_launcher")
 
 
-@functools.cache
+def unhashed_keys() -> set[str]:
+    """Keys that do not change what a run computes: passed on, but left out of the run's hash."""
+    return schema.keys_where("hashed", False)
+
+
 def trainer_keys() -> tuple[dict[str, str], tuple[str, ...]]:
-    """({key: type}, presets) as `python train_gpt.py --help` lists them."""
-    result = subprocess.run([sys.executable, str(TRAINER), "--help"], capture_output=True, text=True, cwd=REPO)
-    keys = dict(m.groups() for line in result.stdout.splitlines() if (m := HELP_KEY.match(line)))
-    presets = HELP_PRESETS.search(result.stdout)
-    if result.returncode or not keys or not presets:
-        raise StudyError(f"could not read the config keys from `python train_gpt.py --help` "
-                         f"(exit {result.returncode}): {result.stderr.strip()[-500:]}")
-    return keys, tuple(p.strip() for p in presets.group(1).split(","))
+    """({key: type}, presets) of the trainer's schema."""
+    try:
+        found = schema.trainer_schema()
+    except schema.SchemaError as e:
+        raise StudyError(str(e)) from None
+    return {k: spec["type"] for k, spec in found["keys"].items()}, tuple(found["presets"])
 
 
 TYPE_CHECKS = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),

@@ -1,19 +1,18 @@
 """Find a checkpoint written by train_gpt.py and rebuild its model: the entry point of analysis/ and evals/."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_gpt  # noqa: E402
+import train_gpt
+from runtime.checkpoint import latest_checkpoint
 
 
 def find_checkpoint(path: str | Path) -> Path:
     """A step folder holding rank0.pt: the path itself, or the newest step of a run folder."""
     path = Path(path)
-    found = path if (path / "rank0.pt").is_file() else train_gpt.latest_checkpoint(path)
+    found = path if (path / "rank0.pt").is_file() else latest_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}: expected a step folder with rank0.pt or a run folder "
                                 "holding step_NNNNNN/ folders (train with --checkpoint_every=N)")

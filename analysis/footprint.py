@@ -23,12 +23,10 @@ import argparse
 import dataclasses
 import math
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import torch  # noqa: E402
+import torch
 
-import train_gpt  # noqa: E402
+import train_gpt
 
 GB = 1e9
 # bytes per parameter: weights, gradients, fp32 master copy; bytes per activation number

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_gpt  # noqa: E402
-from analysis.checkpoint import find_checkpoint, load_model  # noqa: E402
-from analysis.figures import plt, save_png  # noqa: E402
-from data.atomic import atomic_write  # noqa: E402
+import train_gpt
+from analysis.checkpoint import find_checkpoint, load_model
+from analysis.figures import plt, save_png
+from data.atomic import atomic_write
+from data.loader import ShardLoader
 
 MODES = ("line", "plane", "interpolate")
 
@@ -39,8 +39,8 @@ MODES = ("line", "plane", "interpolate")
 def validation_loss(model: train_gpt.GPT, batches: int | None, device: torch.device):
     """A function of no arguments: the model's mean loss on the first `batches` validation micro-batches."""
     cfg = model.cfg
-    _, val_files = train_gpt.resolve_data(cfg, rank=0)
-    loader = train_gpt.ShardLoader(val_files, cfg.micro_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, 0, 1, device)
+    _, val_files = train_gpt.data_files(cfg)
+    loader = ShardLoader(val_files, cfg.micro_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, 0, 1, device)
     batches = batches or max(cfg.val_tokens // cfg.micro_batch_tokens, 1)
     single = train_gpt.Dist(rank=0, local_rank=0, world=1, device=device)
     return lambda: train_gpt.evaluate(model, [], loader, batches, single, contextlib.nullcontext)

@@ -1,14 +1,5 @@
-"""Singular-value spectra of the hidden weight matrices and of their updates.
-
-For W with singular values σ₁ ≥ … ≥ σ_k (k = min(rows, cols)):
-    sigma_max = σ₁, sigma_min = σ_k
-    stable_rank = ‖W‖_F² / ‖W‖₂² = Σσᵢ² / σ₁²                          (1 ≤ stable_rank ≤ k)
-    effective_rank = exp(−Σ pᵢ log pᵢ), pᵢ = σᵢ / Σσⱼ  (Roy and Vetterli, 2007)
-A zero matrix (e.g. a zero-initialised projection) has every statistic 0.
-
-train_gpt.py --spectral_every=N logs them for every hidden matrix W and its last update
-ΔW = W_after − W_before every N steps (lines `spectral:step:N name:... sigma_max:...`, the
-summary's `spectral` list, wandb). From a checkpoint:
+"""Singular-value spectra of a checkpoint's hidden weight matrices: a table and a plot
+(the statistics are runtime/spectral.py's, the same the run log records with --spectral_every).
 
     python -m analysis.spectral checkpoints/RUN_ID[/step_NNNNNN] [--out=spectra]
 """
@@ -20,50 +11,14 @@ from pathlib import Path
 
 import torch
 
-STATS = ("sigma_max", "sigma_min", "stable_rank", "effective_rank")
-
-
-def singular_values(matrix: torch.Tensor) -> torch.Tensor:
-    """σ of the matrix (a tensor viewed as shape[0] × the rest), descending, in float32 on its device."""
-    return torch.linalg.svdvals(matrix.detach().float().flatten(1))
-
-
-def spectral_stats(matrix: torch.Tensor) -> dict[str, float]:
-    """sigma_max, sigma_min, stable_rank and effective_rank of a matrix (see the module doc)."""
-    s = singular_values(matrix).double()
-    if s[0] <= 0:
-        return dict.fromkeys(STATS, 0.0)
-    p = s / s.sum()
-    entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"sigma_max": s[0].item(), "sigma_min": s[-1].item(), "stable_rank": (s.square().sum() / s[0] ** 2).item(),
-            "effective_rank": entropy.exp().item()}
-
-
-def named(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> dict[str, torch.nn.Parameter]:
-    """The given parameters of the model by name (e.g. train_gpt.parameter_groups(model)["hidden"])."""
-    wanted = {id(p) for p in params}
-    return {name: p for name, p in model.named_parameters() if id(p) in wanted}
-
-
-def report(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[dict]:
-    """For each matrix: the stats of W = after[name] and, prefixed update_, of ΔW = W − before[name]."""
-    rows = []
-    for name, w in before.items():
-        update = {f"update_{k}": v for k, v in spectral_stats(after[name] - w).items()}
-        rows.append({"name": name, **spectral_stats(after[name]), **update})
-    return rows
-
-
-def log_line(step: int, row: dict) -> str:
-    """`spectral:step:N name:NAME key:value ...`: never starts with `step:`, so step-line parsers skip it."""
-    return f"spectral:step:{step} name:{row['name']} " + " ".join(
-        f"{k}:{v:.6g}" for k, v in row.items() if k != "name")
+import train_gpt
+from analysis.checkpoint import find_checkpoint, load_model
+from analysis.figures import plt, save_png
+from runtime.spectral import STATS, named, singular_values, spectral_stats
 
 
 def plot_spectra(path: Path, matrices: dict[str, torch.Tensor], title: str) -> None:
     """σᵢ/σ₁ against i/k for every matrix, one panel per kind of matrix (qkv, proj, fc, ...), colour by layer."""
-    from analysis.figures import plt, save_png  # here: train_gpt.py imports this module, and needs no matplotlib
-
     kinds = sorted({name.split(".", 2)[-1] for name in matrices})
     fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), squeeze=False)
     layers = max(int(name.split(".")[1]) for name in matrices if name.startswith("blocks.")) + 1
@@ -87,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a step folder (…/step_NNNNNN) or a run folder (its newest step)")
     parser.add_argument("--out", default="spectra", help="output folder")
     args = parser.parse_args(argv)
-    import train_gpt  # here, not at the top: train_gpt.py imports this module
-    from analysis.checkpoint import find_checkpoint, load_model
 
     try:
         step_dir = find_checkpoint(args.checkpoint)

@@ -22,8 +22,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the repo's kernels package
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("bench/compile_kernels.py: unset TRITON_INTERPRET; the interpreter compiles nothing")
 

@@ -34,15 +34,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a script: import the repo's packages, not this folder
-    sys.path[0] = str(ROOT)
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import torch
+import torch.nn as nn
 
-from data.atomic import atomic_write  # noqa: E402
-from records.logs import STEP_LINE  # noqa: E402
-from train_gpt import GPT, Config, ConfigError, parse_args  # noqa: E402
+from data.atomic import atomic_write
+from records.logs import STEP_LINE
+from train_gpt import GPT, Config, ConfigError, parse_args
 
 SET_HERE = ("num_iterations", "val_every", "stop_at_target", "log_dir", "checkpoint_dir", "run_id")
 RULE = "=" * 100 + "\n"

@@ -11,14 +11,9 @@ otherwise invalid ones are (re)downloaded. A connection that drops mid-file is r
 Range requests by huggingface_hub; after Ctrl-C, rerun the same command to fetch what is missing.
 Set HF_ENDPOINT to use a mirror of the hub.
 """
+import argparse
 import os
 import sys
-
-if not __package__:  # run as `python data/cached_fineweb10B.py`: Python put data/ first on sys.path,
-    # where data/tokenize.py would shadow the standard library's tokenize; import from the repo root instead.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse
 from pathlib import Path
 
 from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url

@@ -29,10 +29,9 @@ from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.utils import LocalEntryNotFoundError
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis.checkpoint import find_checkpoint, load_model  # noqa: E402
-from data.hub import HubError, hub_request  # noqa: E402
-from data.tokenizer import get_tokenizer  # noqa: E402
+from analysis.checkpoint import find_checkpoint, load_model
+from data.hub import HubError, hub_request
+from data.tokenizer import get_tokenizer
 
 REPO = "Rowan/hellaswag"
 VALIDATION_FILE = "data/validation-00000-of-00001.parquet"

@@ -15,29 +15,20 @@ from pathlib import Path
 
 from data.atomic import atomic_write
 
-from . import stats
+from . import schema, stats
 from .logs import MODDED, parse_log
 
 PACKAGE = Path(__file__).resolve().parent
 ENTRY_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_[A-Za-z0-9][A-Za-z0-9._-]*$")
 BEGIN = "<!-- BEGIN GENERATED TABLES: `python -m records table` rewrites this part; do not edit by hand -->"
 END = "<!-- END GENERATED TABLES -->"
-# Config keys that say how a run was operated, not what it computed; they may differ between the runs.
-OPERATIONAL = {"run_id", "log_dir", "seed", "resume", "force_resume", "keep_checkpoints", "inject_nan_step"}
-OPERATIONAL_PREFIXES = ("checkpoint_", "wandb")
-# What a steps-track entry may change; everything else (architecture, data, batch, target) stays fixed.
-STEPS_TRACK_FREE = {"opt_hidden", "opt_embed", "opt_head", "opt_scalar", "lr_hidden", "lr_embed", "lr_head",
-                    "lr_scalar", "weight_decay", "beta1", "beta2", "eps",
-                    "momentum", "num_iterations", "warmup_frac", "cooldown_frac", "cooldown_shape", "lr_scaling",
-                    "lr_base_batch_tokens", "val_every", "micro_batch_tokens", "device", "compile", "nan_policy"}
-
-
 class EntryError(ValueError):
     """An entry that cannot be made or does not hold; the message lists every reason."""
 
 
 def operational(key: str) -> bool:
-    return key in OPERATIONAL or key.startswith(OPERATIONAL_PREFIXES)
+    """May differ between the runs of one entry (its role says so: seed, run names, checkpoints, diagnostics)."""
+    return key in schema.keys_where("record_runs_may_differ")
 
 
 def load_tracks(root: Path) -> dict:
@@ -135,7 +126,7 @@ def steps_track_problems(entry: dict, name: str, entries: list[tuple[Path, dict]
         return []
     reference, ref = same[0][2]["config"], same[0][1]
     changed = sorted(k for k in set(reference) & set(entry["config"])
-                     if k not in STEPS_TRACK_FREE and reference[k] != entry["config"][k])
+                     if k not in schema.keys_where("steps_track_free") and reference[k] != entry["config"][k])
     return [f"{name}: the steps track fixes architecture, data and batch, but it changes {', '.join(changed)} "
             f"from {ref}"] if changed else []
 

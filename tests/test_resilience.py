@@ -12,7 +12,10 @@ import pytest
 import torch
 
 import train_gpt
+from data.atomic import atomic_write
 from data.shards import write_shard
+from runtime.checkpoint import latest_checkpoint, load_resume
+from runtime.distributed import Dist
 from tests.trainer import ROOT, SMALL, logs, losses, read_until, run, start
 
 RUN = [*SMALL, "--num_iterations=9", "--val_every=3", "--checkpoint_every=3"]
@@ -72,7 +75,7 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, uninte
     assert result.returncode == -signal.SIGKILL
     run_dir = tmp_path / "ckpt" / "w"
     assert (run_dir / ".tmp-step_000006").is_dir()
-    assert train_gpt.latest_checkpoint(run_dir) == run_dir / "step_000003"
+    assert latest_checkpoint(run_dir) == run_dir / "step_000003"
     state = torch.load(run_dir / "step_000003" / "rank0.pt", weights_only=False)
     assert state["step"] == 3
     resumed = run([*RUN, *dirs(tmp_path), "--run_id=w", "--resume=auto"])
@@ -89,7 +92,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, uninterrupted):
     assert "# stopped by SIGTERM at step" in out and "--resume=auto" in out
     summary = trajectory(tmp_path, "t")[2]
     assert summary["status"] == "preempted"
-    assert train_gpt.latest_checkpoint(tmp_path / "ckpt" / "t").name == f"step_{summary['steps']:06d}"
+    assert latest_checkpoint(tmp_path / "ckpt" / "t").name == f"step_{summary['steps']:06d}"
     result = run([*RUN, *dirs(tmp_path), "--run_id=t", "--resume=auto", "--checkpoint_every=0"])
     assert result.returncode == 0, result.stderr
     assert trajectory(tmp_path, "t")[:2] == uninterrupted[:2]
@@ -129,7 +132,7 @@ def test_nan_stops_with_last_good_checkpoint_intact(tmp_path):
     assert result.returncode == 3
     assert "step:5 non-finite train loss nan" in result.stdout
     assert f"last good checkpoint: {tmp_path / 'ckpt' / 'n' / 'step_000003'}" in result.stdout
-    assert train_gpt.latest_checkpoint(tmp_path / "ckpt" / "n").name == "step_000003"
+    assert latest_checkpoint(tmp_path / "ckpt" / "n").name == "step_000003"
     assert trajectory(tmp_path, "n")[2]["status"] == "diverged"
 
 
@@ -198,12 +201,12 @@ def test_changed_code_is_named(finished):
     checkpoint = finished / "ckpt" / "f" / "step_000003"
     state = torch.load(checkpoint / "rank0.pt", weights_only=False)
     cfg = train_gpt.Config(**state["config"])
-    solo = train_gpt.Dist(0, 0, 1, torch.device("cpu"))
+    solo = Dist(0, 0, 1, torch.device("cpu"))
     edited = {**state["file_hashes"], "train_gpt.py": "0" * 64}
     with pytest.raises(train_gpt.ConfigError, match=r"code changed in train_gpt.py\. Pass --force_resume"):
-        train_gpt.load_resume(checkpoint, cfg, edited, solo)
+        load_resume(checkpoint, cfg, edited, solo)
     cfg.force_resume = True
-    assert train_gpt.load_resume(checkpoint, cfg, edited, solo)["step"] == 3
+    assert load_resume(checkpoint, cfg, edited, solo)["step"] == 3
 
 
 def test_atomic_write_never_truncates(tmp_path, monkeypatch):
@@ -211,6 +214,6 @@ def test_atomic_write_never_truncates(tmp_path, monkeypatch):
     target.write_text(json.dumps({"final_val_loss": 3.27}))
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
-        train_gpt.atomic_write(target, "{}")
+        atomic_write(target, "{}")
     assert json.loads(target.read_text()) == {"final_val_loss": 3.27}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]

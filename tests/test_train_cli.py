@@ -2,12 +2,14 @@
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 import train_gpt
+from runtime.distributed import Dist
 from tests.trainer import SMALL, logs, losses, run
 
 
@@ -128,29 +130,34 @@ def test_evaluation_uses_schedule_free_eval_weights():
         def next_batch(self):
             yield None, None
 
-    solo = train_gpt.Dist(0, 0, 1, torch.device("cpu"))
+    solo = Dist(0, 0, 1, torch.device("cpu"))
     train_gpt.evaluate(Model(), [Recorder(), torch.optim.SGD([torch.zeros(1, requires_grad=True)])], Loader(), 2,
                        solo, contextlib.nullcontext)
     assert calls == ["eval", "forward", "forward", "train"]
 
 
 def test_wandb_logging_when_asked(tmp_path):
-    """--wandb sends the config, every step's metrics and a finish (here to a recording stand-in)."""
-    calls_file = tmp_path / "calls.jsonl"
-    env = {"PYTHONPATH": str(Path(__file__).parent / "stand_ins"), "WANDB_STAND_IN_LOG": str(calls_file)}
+    """--wandb with the real package in offline mode: its run folder holds the run's output and config."""
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = run([*SMALL, "--wandb", "--wandb_group=study", f"--log_dir={tmp_path}", "--run_id=w"], env=env)
     assert result.returncode == 0, result.stderr
-    calls = [json.loads(line) for line in calls_file.read_text().splitlines()]
-    assert calls[0]["call"] == "init" and calls[0]["group"] == "study" and calls[0]["name"] == "w"
-    assert calls[0]["config"]["n_layer"] == 2 and calls[-1]["call"] == "finish"
-    logged = [c for c in calls if c["call"] == "log"]
-    assert [c["step"] for c in logged if "train_loss" in c["data"]] == list(range(1, 7))
-    assert [c["step"] for c in logged if "val_loss" in c["data"]] == [0, 3, 6]
+    runs = list((tmp_path / "wandb").glob("offline-run-*-w"))
+    assert len(runs) == 1, list((tmp_path / "wandb").iterdir())
+    text, _ = logs(tmp_path, "w")
+    step_lines = [line for line in text.splitlines() if line.startswith("step:")]
+    captured = (runs[0] / "files" / "output.log").read_text().splitlines()
+    assert [line for line in captured if line.startswith("step:")] == step_lines and len(step_lines) == 9
+    records = (runs[0] / "run-w.wandb").read_bytes()  # protobuf records: config items are (key, JSON value) pairs
+    assert re.search(rb"\x07n_layer\x82\x01\x012", records), "the config (n_layer = 2) was not logged"
+    assert b"study" in records and b"nanogpt-speedrun" in records
+    assert records.count(b"val_loss") >= 3 and records.count(b"train_loss") >= 6
 
 
 def test_wandb_missing_is_a_clear_error(tmp_path):
-    result = run([*SMALL, "--wandb", f"--log_dir={tmp_path}"], env={"PYTHONPATH": str(tmp_path)})
-    if result.returncode == 0:
-        pytest.skip("wandb is installed here")
+    hidden = tmp_path / "no_wandb" / "wandb"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('wandb is not installed')\n")
+    logs_dir = tmp_path / "logs"
+    result = run([*SMALL, "--wandb", f"--log_dir={logs_dir}"], env={"PYTHONPATH": str(hidden.parent)})
     assert result.returncode == 2 and "--wandb needs the wandb package: pip install wandb" in result.stderr
-    assert not list(tmp_path.iterdir()), "no log is started for a run that cannot log"
+    assert not logs_dir.exists(), "no log is started for a run that cannot log"

@@ -1,6 +1,6 @@
 """Kernel benchmark on one CUDA GPU: our fused AdamW and Newton–Schulz against torch.
 
-    python bench/kernels.py [--quick]
+    python bench/kernel_speed.py [--quick]
 
 Prints the device, date and command, then Markdown tables ready for docs/benchmarks.md:
 - ceilings: measured copy bandwidth (a large device-to-device copy, bytes read + written) and
@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the repo's kernels package, not this file
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 
@@ -164,16 +161,16 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="short timing runs (a smoke test, not for the record)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("bench/kernels.py: no CUDA device; this benchmark needs a GPU (nothing was measured)", file=sys.stderr)
+        print("bench/kernel_speed.py: no CUDA device; this benchmark needs a GPU (nothing was measured)", file=sys.stderr)
         return 2
     try:
         import triton
     except ImportError as error:
-        print(f"bench/kernels.py: triton cannot be imported ({error}); nothing was measured", file=sys.stderr)
+        print(f"bench/kernel_speed.py: triton cannot be imported ({error}); nothing was measured", file=sys.stderr)
         return 2
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"device: {torch.cuda.get_device_name()} | date: {now} | torch {torch.__version__}, "
-          f"triton {triton.__version__} | command: python bench/kernels.py {' '.join(argv or sys.argv[1:])}\n")
+          f"triton {triton.__version__} | command: python bench/kernel_speed.py {' '.join(argv or sys.argv[1:])}\n")
     copy_gbps, peak_tflops = ceilings(args.quick)
     print(f"measured copy bandwidth: {copy_gbps:.0f} GB/s | measured bf16 matmul: {peak_tflops:.0f} TFLOP/s\n")
     print("\n".join(adamw_rows(copy_gbps, args.quick)) + "\n")

@@ -1,4 +1,4 @@
-"""The GPU benchmarks without a GPU: bench/kernels.py refuses cleanly and counts right; the kernels compile."""
+"""The GPU benchmarks without a GPU: bench/kernel_speed.py refuses cleanly and counts right; the kernels compile."""
 import math
 import os
 import subprocess
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.kernels import adamw_bytes, gpt_param_shapes, muon_batches, ns_flops
+from bench.kernel_speed import adamw_bytes, gpt_param_shapes, muon_batches, ns_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the benchmark would run")
 def test_refuses_without_cuda():
-    done = subprocess.run([sys.executable, "bench/kernels.py", "--quick"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "bench/kernel_speed.py", "--quick"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "no CUDA device" in done.stderr and done.stdout == ""
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data.shards import write_shard
-from train_gpt import ShardLoader
+from data.loader import ShardLoader
 
 
 @pytest.fixture

@@ -11,19 +11,14 @@ The first --val_tokens tokens go to {prefix}_val_000000.bin, the rest to {prefix
 --workers processes; the output is the same for any number of workers. A finished run replaces earlier
 {prefix} shards in --out_dir; a failed one leaves them as they were.
 
-    python data/tokenize.py notes.txt books/ --val_tokens 100000 --prefix mine
-    python data/tokenize.py --hf_dataset HuggingFaceFW/fineweb --hf_files 'sample/10BT/*.parquet' \\
+    python data/build_shards.py notes.txt books/ --val_tokens 100000 --prefix mine
+    python data/build_shards.py --hf_dataset HuggingFaceFW/fineweb --hf_files 'sample/10BT/*.parquet' \\
         --prefix fineweb --out_dir data/fineweb_sample --max_tokens 1_000_000_000
-    python data/tokenize.py --hf_dataset HuggingFaceFW/fineweb-edu --hf_files 'sample/10BT/*.parquet' ...
+    python data/build_shards.py --hf_dataset HuggingFaceFW/fineweb-edu --hf_files 'sample/10BT/*.parquet' ...
 """
+import argparse
 import os
 import sys
-
-if not __package__:  # run as `python data/tokenize.py`: Python put data/ first on sys.path, where this
-    # very file would shadow the standard library's tokenize; import from the repo root instead.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse
 import functools
 import json
 import multiprocessing

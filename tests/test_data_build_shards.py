@@ -1,4 +1,4 @@
-"""data/tokenize.py: text/JSONL/Parquet and hub datasets to shards, the split, determinism, bad inputs."""
+"""data/build_shards.py: text/JSONL/Parquet and hub datasets to shards, the split, determinism, bad inputs."""
 import json
 import os
 import re
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data.shards import read_shard
-from data.tokenize import main, tokenize_to_shards
+from data.build_shards import main, tokenize_to_shards
 from data.tokenizer import get_tokenizer
 from fake_hub import FakeHub
 
@@ -172,7 +172,7 @@ def fineweb_hub(tmp_path):
 
 
 def run_tokenize_cli(tmp_path: Path, endpoint: str, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "data/tokenize.py", "--hf_dataset", "HuggingFaceFW/fineweb", *args,
+    command = [sys.executable, "data/build_shards.py", "--hf_dataset", "HuggingFaceFW/fineweb", *args,
                "--out_dir", str(tmp_path / "out"), "--prefix", "fw", "--tokenizer", "byte", "--val_tokens", "40"]
     return subprocess.run(command, cwd=ROOT, env=hub_env(tmp_path, endpoint), capture_output=True, text=True,
                           timeout=120)
@@ -207,7 +207,7 @@ def test_hub_pattern_matching_nothing_is_a_clear_error(fineweb_hub, tmp_path):
 
 
 def test_script_help_works_although_its_name_is_a_stdlib_module():
-    result = subprocess.run([sys.executable, "data/tokenize.py", "--help"], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "data/build_shards.py", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout and "--hf_dataset" in result.stdout

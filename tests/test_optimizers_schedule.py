@@ -1,11 +1,11 @@
-"""analysis/scaling.py against its formulas, and the trainer's use of it."""
+"""optimizers/schedule.py against its formulas, and the trainer's use of it."""
 import math
 import random
 
 import pytest
 
 import train_gpt
-from analysis import scaling
+from optimizers import schedule as scaling
 from train_gpt import GPT, Config
 
 

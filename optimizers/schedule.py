@@ -1,6 +1,6 @@
-"""Learning-rate rules from the decks: batch-size scaling, gradual warmup, cooldown shapes.
-
-Used by train_gpt.py (the schedule and --lr_scaling) and by ablation ladders.
+"""The learning-rate schedule beside the optimizers: batch-size scaling rules, gradual warmup, cooldown
+shapes (the decks' rules). The trainer multiplies every group's lr by `wsd_factor` each step; ablation
+ladders use `LR_RULES` and `scale_lr`.
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Benchmarks that print what they measured, on which device, with which command."""

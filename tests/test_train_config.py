@@ -1,0 +1,85 @@
+"""The config schema (roles, ranges, --help=json), the optimizer table, and the resume rules derived from roles."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train_gpt
+from runtime.config import ROLES, ConfigError, keys_where
+from tests.trainer import ROOT, SMALL, run
+
+
+def test_every_key_declares_a_role_and_a_range():
+    for f in dataclasses.fields(train_gpt.Config):
+        assert f.metadata["role"] in ROLES and f.metadata["help"], f.name
+        assert f.metadata["valid"].problem(f.default) is None, f"{f.name}'s default is outside its own range"
+
+
+def test_help_json_is_the_schema():
+    printed = subprocess.run([sys.executable, "train_gpt.py", "--help=json"], cwd=ROOT, capture_output=True, text=True)
+    schema = json.loads(printed.stdout)
+    assert set(schema["keys"]) == {f.name for f in dataclasses.fields(train_gpt.Config)}
+    assert schema["keys"]["seq_len"]["role"] == "shape" and schema["roles"]["shape"]["on_resume"] == "refuse"
+    assert set(schema["presets"]) == set(train_gpt.PRESETS)
+
+
+def test_role_questions_are_answered_from_roles():
+    free_on_resume = keys_where(train_gpt.Config, lambda r: r.on_resume == "free")
+    record_free = keys_where(train_gpt.Config, lambda r: r.record_runs_may_differ)
+    unhashed = keys_where(train_gpt.Config, lambda r: not r.hashed)
+    # the disagreements of the hand-kept lists are gone: a diagnostic is free everywhere, the same way
+    assert {"spectral_every", "inject_nan_step"} <= free_on_resume & record_free & unhashed
+    assert "seq_len" in keys_where(train_gpt.Config, lambda r: r.on_resume == "refuse")
+    assert "lr_hidden" not in free_on_resume | record_free | unhashed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--val_tokens=-1024"], "--val_tokens=-1024 is out of range"),
+    (["--cooldown_frac=nan"], "--cooldown_frac=nan is out of range: it must be finite, in [0, 1]"),
+    (["--n_layer=0"], "--n_layer=0 is out of range"),
+    (["--opt_hidden=adamx"], "--opt_hidden='adamx' is out of range: it must be one of sgd"),
+])
+def test_values_outside_their_range_are_refused(args, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        train_gpt.parse_args(["--preset=tiny", *args], cuda=False)
+
+
+def table(*args):
+    cfg, _, _ = train_gpt.parse_args(["--preset=tiny", *args], cuda=False)
+    return train_gpt.optimizer_table(cfg)
+
+
+def test_optimizer_table_rows():
+    rows = table("--hp_embed=betas=0.9,0.99 eps=1e-8")
+    assert rows["hidden"] == dict(optimizer="muon", lr=0.05, weight_decay=0.0, momentum=0.95, eps=1e-10)
+    assert rows["embed"] == dict(optimizer="adam", lr=0.03, betas=(0.9, 0.99), eps=1e-8)
+    assert rows["head"] == dict(optimizer="adam", lr=0.01, betas=(0.8, 0.95), eps=1e-10)
+    model = train_gpt.GPT(train_gpt.Config(**train_gpt.PRESETS["tiny"]))
+    cfg, _, _ = train_gpt.parse_args(["--preset=tiny", "--hp_embed=betas=0.9,0.99"], cuda=False)
+    adam = [o for o in train_gpt.build_optimizers(cfg, model) if type(o).__name__ == "Adam"][0]
+    betas = {g["name"]: g["betas"] for g in adam.param_groups}
+    assert betas == {"embed": (0.9, 0.99), "head": (0.8, 0.95)}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hp_embed=momentum=0.9"], "group embed: optimizer adam takes no 'momentum'"),
+    (["--opt_hidden=adamw", "--momentum=0.9"], "--momentum is set but no group's optimizer takes momentum"),
+    (["--hp_head=betas"], "write hyperparameters as 'name=value name=value'"),
+])
+def test_optimizer_table_refuses_what_an_optimizer_does_not_take(args, message):
+    with pytest.raises(ConfigError, match=message):
+        table(*args)
+
+
+def test_resume_refuses_a_seq_len_change_with_learned_positions_even_when_forced(tmp_path):
+    common = [*SMALL, "--rotary=false", f"--log_dir={tmp_path}", f"--checkpoint_dir={tmp_path / 'ckpt'}",
+              "--run_id=p", "--num_iterations=3", "--checkpoint_every=3"]
+    assert run(common).returncode == 0
+    result = run([*common, "--seq_len=32", "--resume=auto", "--force_resume"])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds another model shape (seq_len: 64 in checkpoint, 32 now)" in lines[0]
+    assert torch.load(tmp_path / "ckpt" / "p" / "step_000003" / "rank0.pt", weights_only=False)["step"] == 3
