@@ -115,7 +115,10 @@ class Config:
     target_val_loss: float = knob(3.28, "the validation loss to reach", "eval", at_least(0))
     # system
     device: str = knob("auto", "auto | cuda | cpu", "system", one_of("auto", "cuda", "cpu"))
-    compile: bool = knob(True, "torch.compile the model (CUDA only)", "system")
+    compile: str = knob("auto", "torch.compile the model: auto (on CUDA only) | true | false", "system",
+                        one_of("auto", "true", "false"))
+    autocast: str = knob("auto", "autocast dtype of the forward pass: auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32",
+                         "system", one_of("auto", "bf16", "fp32"))
     seed: int = knob(0, "random seed (model init)", "seed", between(0, 2**63 - 1))
     # run: names, folders, resume, logging destinations
     run_id: str = knob("", "name of this run's log files (default: time and a random suffix)", "run")
@@ -145,7 +148,7 @@ PRESETS: dict[str, dict] = {
                  n_head=4, seq_len=256, global_batch_tokens=8192, micro_batch_tokens=8192,
                  lr_hidden=0.05, lr_embed=0.03, lr_head=0.01, lr_scalar=0.02, num_iterations=600,
                  warmup_frac=0.02, cooldown_frac=0.4, val_every=100, val_tokens=65536,
-                 target_val_loss=1.8, compile=False),
+                 target_val_loss=1.8),
     # The classic GPT-2: every trick off, AdamW everywhere.
     "gpt2classic": dict(rotary=False, rmsnorm=False, qk_norm=False, relu2=False, untied_head=False,
                         zero_init_proj=False, logit_softcap=0.0, bias=True, opt_hidden="adamw",
@@ -228,16 +231,15 @@ class Attention(nn.Module):
         self.n_head, self.head_dim = cfg.n_head, cfg.model_dim // cfg.n_head
         self.qkv = nn.Linear(cfg.model_dim, 3 * cfg.model_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=cfg.bias)
-        self.rotary = Rotary(self.head_dim, cfg.seq_len, cfg.rope_base) if cfg.rotary else None
         self.qk_norm = cfg.qk_norm
 
-    def forward(self, x):
+    def forward(self, x, rotary: Rotary | None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)
         if self.qk_norm:
             q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+        if rotary is not None:
+            q, k = rotary(q), rotary(k)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -260,8 +262,8 @@ class Block(nn.Module):
         self.norm1, self.attn = Norm(cfg.model_dim, cfg.rmsnorm), Attention(cfg)
         self.norm2, self.mlp = Norm(cfg.model_dim, cfg.rmsnorm), MLP(cfg)
 
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x, rotary: Rotary | None):
+        x = x + self.attn(self.norm1(x), rotary)
         return x + self.mlp(self.norm2(x))
 
 
@@ -271,6 +273,8 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.pos_embed = None if cfg.rotary else nn.Embedding(cfg.seq_len, cfg.model_dim)
+        # one rotary table shared by every layer (a non-persistent buffer: DDP need not broadcast it)
+        self.rotary = Rotary(cfg.model_dim // cfg.n_head, cfg.seq_len, cfg.rope_base) if cfg.rotary else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = Norm(cfg.model_dim, cfg.rmsnorm)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
@@ -297,7 +301,7 @@ class GPT(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, self.rotary)
         logits = self.head(self.norm(x)).float()
         if self.cfg.logit_softcap > 0:
             logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
@@ -450,13 +454,12 @@ def evaluate(model: nn.Module, opts: list, loader: ShardLoader, steps: int, d: D
 
 @dataclass
 class Trainer:
-    """What one step needs: the model (raw, DDP-wrapped and compiled), its optimizers and the loader."""
+    """What one step needs: the model (raw, and as called: compiled, then DDP-wrapped), its optimizers, the loader."""
 
     cfg: Config
     d: Dist
     model: GPT
     ddp: nn.Module
-    runner: nn.Module
     opts: list
     loader: ShardLoader
     autocast: object
@@ -473,7 +476,7 @@ class Trainer:
         for k, (x, y) in enumerate(micro_batches):
             syncing = d.world == 1 or k == len(micro_batches) - 1
             with (contextlib.nullcontext() if syncing else self.ddp.no_sync()), self.autocast():
-                loss = self.runner(x, y)
+                loss = self.ddp(x, y)
             if step + 1 == cfg.inject_nan_step:
                 loss = loss * float("nan")
             (loss / len(micro_batches)).backward()
@@ -513,12 +516,16 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     hidden = spectral.named(model, parameter_groups(model)["hidden"])
     opts = build_optimizers(cfg, model)
     cuda = d.device.type == "cuda"
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else model
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    compiled = cfg.compile == "true" or (cfg.compile == "auto" and cuda)
+    net = torch.compile(model) if compiled else model  # compiled inside DDP: DDP's own hooks stay out of the graph
+    ddp = net if d.world == 1 else nn.parallel.DistributedDataParallel(
+        net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False)  # the only buffers: rotary
+    bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda)
+    autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     loader = ShardLoader(train_files, cfg.global_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
     val_loader = ShardLoader(val_files, d.world * cfg.micro_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
     val_steps = cfg.val_tokens // (d.world * cfg.micro_batch_tokens)
-    trainer = Trainer(cfg, d, model, ddp, torch.compile(ddp) if cfg.compile and cuda else ddp, opts, loader, autocast)
+    trainer = Trainer(cfg, d, model, ddp, opts, loader, autocast)
 
     sources = repo_sources(__file__)
     resume_from = ckpt.find_resume(cfg.resume, run_dir)
@@ -557,7 +564,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         if cfg.checkpoint_every and step != resumed_step and (step % cfg.checkpoint_every == 0 or last):
             checkpoint()
         if last or (cfg.val_every and step % cfg.val_every == 0):
-            val_loss = evaluate(trainer.runner, opts, val_loader, val_steps, d, autocast)
+            val_loss = evaluate(ddp, opts, val_loader, val_steps, d, autocast)
             log.step(step, "val_loss", val_loss, train_ms)
             log.save_summary(final_val_loss=val_loss, train_time_ms=train_ms, steps=step)
             reached = val_loss <= cfg.target_val_loss

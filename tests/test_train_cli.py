@@ -1,9 +1,7 @@
 """train_gpt.py end to end: logs with embedded sources, the CLI's checks, and ranks vs accumulation."""
 import contextlib
-import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -51,7 +49,7 @@ def test_record_runs_go_past_the_target(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--n_layers=3"], "unknown config key --n_layers; did you mean 'n_layer'?"),
     (["--n_layer=three"], "--n_layer expects an int, got 'three'"),
-    (["--compile=maybe"], "--compile expects a bool"),
+    (["--compile=maybe"], "--compile='maybe' is out of range: it must be one of auto, true, false"),
     (["--preset=tinyy"], "unknown preset 'tinyy'; did you mean 'tiny'?"),
     (["--lr_hidden"], "--lr_hidden needs a value"),
     (["n_layer=3"], "unexpected argument 'n_layer=3'"),
@@ -161,3 +159,25 @@ def test_wandb_missing_is_a_clear_error(tmp_path):
     result = run([*SMALL, "--wandb", f"--log_dir={logs_dir}"], env={"PYTHONPATH": str(hidden.parent)})
     assert result.returncode == 2 and "--wandb needs the wandb package: pip install wandb" in result.stderr
     assert not logs_dir.exists(), "no log is started for a run that cannot log"
+
+
+def test_compile_and_bf16_autocast_are_honoured_on_cpu(tmp_path):
+    """--compile=true and --autocast=bf16 take effect on CPU too: the run trains, and differs from fp32 eager."""
+    tiny = [*SMALL, "--n_layer=1", "--model_dim=32", "--num_iterations=3", "--val_every=0", f"--log_dir={tmp_path}"]
+    eager = run([*tiny, "--run_id=eager"])
+    compiled = run([*tiny, "--run_id=compiled", "--compile=true", "--autocast=bf16"], env={"TORCH_LOGS": "graph_breaks"})
+    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr
+    assert "Graph break" not in compiled.stderr, compiled.stderr
+    (e, _), (c, summary) = logs(tmp_path, "eager"), logs(tmp_path, "compiled")
+    assert summary["config"]["compile"] == "true" and summary["config"]["autocast"] == "bf16"
+    eager_losses, bf16_losses = losses(e, "train_loss"), losses(c, "train_loss")
+    assert [s for s, _ in bf16_losses] == [1, 2, 3] and eager_losses != bf16_losses
+    assert all(abs(a - b) < 0.1 for (_, a), (_, b) in zip(eager_losses, bf16_losses)), (eager_losses, bf16_losses)
+
+
+def test_ddp_compiled_forward_has_no_graph_break(tmp_path):
+    """Two gloo ranks, compiled: one shared rotary table and no buffer broadcast, so dynamo sees one graph."""
+    result = run([*SMALL, "--n_layer=1", "--model_dim=32", "--num_iterations=2", "--val_every=0", "--compile=true",
+                  f"--log_dir={tmp_path}", "--run_id=ddp"], nproc=2, env={"TORCH_LOGS": "graph_breaks"})
+    assert result.returncode == 0, result.stderr
+    assert "Graph break" not in result.stderr, result.stderr[-3000:]
