@@ -52,6 +52,8 @@ class Config:
     tokenizer: str = knob("gpt2", "tokenizer of the embedded corpus: gpt2 | byte", "data", one_of("gpt2", "byte"))
     train_files: str = knob("", "glob of training shards (overrides `dataset`)", "data")
     val_files: str = knob("", "glob of validation shards (overrides `dataset`)", "data")
+    reuse_data: bool = knob(False, "allow a run to need more training tokens than the shards hold (the loader "
+                                   "then wraps to the first shard); off: stop before training", "data")
     # model shape
     vocab_size: int = knob(50304, "embedding rows: the tokenizer's vocabulary padded to a multiple of 64", "shape",
                            POSITIVE)
@@ -148,7 +150,7 @@ PRESETS: dict[str, dict] = {
                  n_head=4, seq_len=256, global_batch_tokens=8192, micro_batch_tokens=8192,
                  lr_hidden=0.05, lr_embed=0.03, lr_head=0.01, lr_scalar=0.02, num_iterations=600,
                  warmup_frac=0.02, cooldown_frac=0.4, val_every=100, val_tokens=65536,
-                 target_val_loss=1.8),
+                 target_val_loss=1.8, reuse_data=True),  # 600 × 8192 tokens: about 1.06 passes over the plays
     # The classic GPT-2: every trick off, AdamW everywhere.
     "gpt2classic": dict(rotary=False, rmsnorm=False, qk_norm=False, relu2=False, untied_head=False,
                         zero_init_proj=False, logit_softcap=0.0, bias=True, opt_hidden="adamw",
@@ -420,7 +422,15 @@ def data_files(cfg: Config, master: bool = True) -> tuple[list[str], list[str]]:
         barrier()
         patterns = embedded.prepare(cfg.tokenizer)
     train, val = find_shards(cfg.dataset, cfg.train_files, cfg.val_files, patterns)
-    needed = math.ceil(cfg.num_iterations * cfg.global_batch_tokens / read_header(train[0])) + 1
+    sizes = [read_header(path) for path in train]
+    wanted, held = cfg.num_iterations * cfg.global_batch_tokens + 1, sum(sizes)
+    if wanted > held and not cfg.reuse_data:
+        more = math.ceil((wanted - held) / max(sizes))
+        fetch = (f"python data/cached_fineweb10B.py {len(train) + more}" if cfg.dataset == "fineweb10B"
+                 and not cfg.train_files else f"{more} more shard(s) of {max(sizes):,} tokens")
+        raise ConfigError(f"the run needs {wanted:,} training tokens but the {len(train)} shard(s) hold {held:,}: "
+                          f"get {fetch}, or pass --reuse_data to read them again")
+    needed = math.ceil(cfg.num_iterations * cfg.global_batch_tokens / sizes[0]) + 1
     for i, path in enumerate(train + val):
         read_header(path)
         if i < needed or i >= len(train):

@@ -217,3 +217,17 @@ def test_atomic_write_never_truncates(tmp_path, monkeypatch):
         atomic_write(target, "{}")
     assert json.loads(target.read_text()) == {"final_val_loss": 3.27}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_run_needing_more_tokens_than_the_shards_hold_stops_first(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_shard(shards / "x_train_000001.bin", np.arange(3000, dtype=np.uint16) % 256)
+    write_shard(shards / "x_val_000000.bin", np.arange(3000, dtype=np.uint16) % 256)
+    data = [f"--train_files={shards}/x_train_*.bin", f"--val_files={shards}/x_val_*.bin", "--val_tokens=1024",
+            f"--log_dir={tmp_path}", "--reuse_data=false"]
+    message = error_of([*SMALL, *data, "--num_iterations=3"])
+    assert message == ("error: the run needs 3,073 training tokens but the 1 shard(s) hold 3,000: get 1 more shard(s) "
+                       "of 3,000 tokens, or pass --reuse_data to read them again")
+    assert not any(tmp_path.glob("*.txt")), "nothing is started before the data check"
+    assert run([*SMALL, *data, "--num_iterations=3", "--reuse_data=true", "--run_id=again"]).returncode == 0
