@@ -12,6 +12,7 @@ run log embeds the source of every repo module a run imported, so a log reproduc
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import sys
@@ -23,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 import optimizers
 from data import embedded
@@ -73,6 +75,9 @@ class Config:
     logit_softcap: float = knob(30.0, "tanh soft-cap on the logits: cap·tanh(z/cap); 0 turns it off", "recipe",
                                 NONNEGATIVE)
     bias: bool = knob(False, "biases in linear layers (GPT-2 had them)", "shape")
+    loss_chunk_tokens: int = knob(0, "compute the loss this many tokens at a time, each chunk's logits recomputed in "
+                                     "the backward, so no vocab × micro-batch fp32 logits exist at once (0: one go)",
+                                  "system", NONNEGATIVE)
     # batch
     global_batch_tokens: int = knob(8 * 64 * 1024, "tokens per optimizer step, summed over ranks", "recipe", POSITIVE)
     micro_batch_tokens: int = knob(64 * 1024, "tokens per forward/backward on one device (accumulation fills the rest)",
@@ -121,6 +126,8 @@ class Config:
                         one_of("auto", "true", "false"))
     autocast: str = knob("auto", "autocast dtype of the forward pass: auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32",
                          "system", one_of("auto", "bf16", "fp32"))
+    warmup_steps: int = knob(0, "untimed steps before the clock starts (compilation, autotuning); then the model, "
+                                "optimizer states, loader position and RNG are restored exactly", "system", NONNEGATIVE)
     seed: int = knob(0, "random seed (model init)", "seed", between(0, 2**63 - 1))
     # run: names, folders, resume, logging destinations
     run_id: str = knob("", "name of this run's log files (default: time and a random suffix)", "run")
@@ -304,12 +311,22 @@ class GPT(nn.Module):
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
         for block in self.blocks:
             x = block(x, self.rotary)
-        logits = self.head(self.norm(x)).float()
-        if self.cfg.logit_softcap > 0:
-            logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
         if targets is None:
-            return logits
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            return self.logits(x)
+        chunk = self.cfg.loss_chunk_tokens or targets.numel()
+        total = sum(checkpoint(self.loss_sum, xs, ts, use_reentrant=False) if chunk < targets.numel()
+                    else self.loss_sum(xs, ts) for xs, ts in zip(x.flatten(0, 1).split(chunk), targets.flatten().split(chunk)))
+        return total / targets.numel()
+
+    def logits(self, x):
+        """fp32 logits of the final hidden states, tanh soft-capped: cap·tanh(z/cap)."""
+        logits = self.head(self.norm(x)).float()
+        cap = self.cfg.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+    def loss_sum(self, x, targets):
+        """Summed next-token cross-entropy of hidden states x (rows) against targets."""
+        return F.cross_entropy(self.logits(x), targets, reduction="sum")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -474,11 +491,12 @@ class Trainer:
     loader: ShardLoader
     autocast: object
 
-    def train_step(self, step: int, stop_requested: bool) -> tuple[float, float, bool]:
+    def train_step(self, step: int, stop_requested: bool) -> torch.Tensor:
         """Forward/backward over the micro-batches, then one optimizer step at the scheduled lr.
 
-        Returns (mean train loss, gradient norm, whether any rank asked to stop); a non-finite loss or
-        gradient norm skips the update.
+        Returns [mean train loss, gradient norm, share of ranks asking to stop] as a device tensor that the
+        loop reads one step later, so the host never waits for the device here. With nan_policy=skip it is
+        read at once (one host sync per step) and a non-finite step leaves the weights as they were.
         """
         cfg, d = self.cfg, self.d
         micro_batches = list(self.loader.next_batch())
@@ -492,19 +510,40 @@ class Trainer:
             (loss / len(micro_batches)).backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-        shared = torch.stack([loss_sum / len(micro_batches), grad_norm.to(loss_sum.dtype),
-                              torch.tensor(float(stop_requested), device=d.device)])
+        flags = torch.stack([loss_sum / len(micro_batches), grad_norm.to(loss_sum.dtype),
+                             torch.full((), float(stop_requested), device=d.device)])
         if d.world > 1:
-            dist.all_reduce(shared)
-        train_loss, grad_norm, stop_votes = (shared / d.world).tolist()
-        finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
-        if finite:
+            dist.all_reduce(flags)
+            flags /= d.world
+        if cfg.nan_policy != "skip" or bool(flags[:2].isfinite().all()):
             for opt in self.opts:
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * lr_factor(cfg, step)
                 opt.step()
         self.model.zero_grad(set_to_none=True)
-        return train_loss, grad_norm, stop_votes > 0
+        return flags
+
+
+def warm_up(trainer: Trainer, step: int) -> None:
+    """The speedrun's rule: only training is timed. Run `warmup_steps` steps (torch.compile, Triton autotuning),
+    then put back the weights, optimizer states, loader position and RNG states, so the timed run is the
+    same run as one without warmup."""
+    cfg, d = trainer.cfg, trainer.d
+    if not cfg.warmup_steps:
+        return
+    saved = copy.deepcopy({"model": trainer.model.state_dict(), "opts": [o.state_dict() for o in trainer.opts],
+                           "loader": trainer.loader.state_dict(), "rng": ckpt.rng_states(d)})
+    t0 = time.perf_counter()
+    for k in range(cfg.warmup_steps):
+        trainer.train_step(step + k, stop_requested=False).tolist()
+    trainer.model.load_state_dict(saved["model"])
+    for opt, state in zip(trainer.opts, saved["opts"], strict=True):
+        opt.load_state_dict(state)
+    trainer.loader.load_state_dict(saved["loader"])
+    ckpt.set_rng_states(saved["rng"], d)
+    if d.master:
+        print(f"# warmup: {cfg.warmup_steps} untimed step(s) in {time.perf_counter() - t0:.1f}s, state restored",
+              flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -569,44 +608,69 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     signals = StopSignals()
     val_loss, reached, status, exit_code = float("nan"), False, "complete", 0
     resumed_step = step if resumed is not None else None
-    while True:
-        last = step == cfg.num_iterations
-        if cfg.checkpoint_every and step != resumed_step and (step % cfg.checkpoint_every == 0 or last):
-            checkpoint()
-        if last or (cfg.val_every and step % cfg.val_every == 0):
-            val_loss = evaluate(ddp, opts, val_loader, val_steps, d, autocast)
-            log.step(step, "val_loss", val_loss, train_ms)
-            log.save_summary(final_val_loss=val_loss, train_time_ms=train_ms, steps=step)
-            reached = val_loss <= cfg.target_val_loss
-            if (reached and cfg.stop_at_target) or last:
-                break
-        spectral_due = d.master and cfg.spectral_every and (step + 1) % cfg.spectral_every == 0
-        before = {name: p.detach().clone() for name, p in hidden.items()} if spectral_due else None
-        synchronize(d)
-        t0 = time.perf_counter()
-        train_loss, grad_norm, stop = trainer.train_step(step, signals.received is not None)
-        synchronize(d)
-        train_ms += 1000 * (time.perf_counter() - t0)
-        step += 1
-        log.step(step, "train_loss", train_loss, train_ms)
-        if before is not None:
-            log.spectral(step, spectral.report(before, hidden))
-        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
-            message = f"step:{step} non-finite train loss {train_loss} or gradient norm {grad_norm}"
+    pending: list[tuple[int, torch.Tensor, float]] = []  # (step, flags, train ms): read one step later
+    stop = ""  # why the run must end early: "diverged: ..." or "signal"
+
+    def settle() -> None:
+        """Read the pending step's flags: log its train loss, and note a non-finite value or a stop vote."""
+        nonlocal stop
+        if not pending:
+            return
+        at, flags, ms = pending.pop()
+        loss, norm, votes = flags.tolist()
+        log.step(at, "train_loss", loss, ms)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            message = f"step:{at} non-finite train loss {loss} or gradient norm {norm}"
             if cfg.nan_policy == "skip":
                 log.print(f"# {message}: update skipped (--nan_policy=skip)")
-                continue
-            good = ckpt.latest_checkpoint(run_dir)
-            log.print(f"# {message}: stopping (--nan_policy=stop); last good checkpoint: {good or 'none'}")
-            status, exit_code = "diverged", 3
-            break
-        if stop:
-            path = checkpoint()
-            name = signals.received or "a signal on another rank"
-            log.print(f"# stopped by {name} at step {step}; resume with --run_id={run_id} --resume=auto (checkpoint {path})")
-            status, exit_code = "preempted", signals.exit_code()
-            break
+            elif not stop.startswith("diverged"):
+                stop = f"diverged: {message}"
+        elif votes > 0 and not stop:
+            stop = "signal"
 
+    warm_up(trainer, step)
+    synchronize(d)
+    t0 = time.perf_counter()
+    while True:
+        last = step == cfg.num_iterations
+        checkpoint_due = cfg.checkpoint_every and step != resumed_step and (step % cfg.checkpoint_every == 0 or last)
+        validation_due = last or (cfg.val_every and step % cfg.val_every == 0)
+        if checkpoint_due or validation_due or stop:
+            settle()  # the last step's flags come first: nothing non-finite is saved or measured
+            synchronize(d)  # the clock stops only here, as the speedrun's timer does
+            train_ms += 1000 * (time.perf_counter() - t0)
+            if stop:
+                break
+            if checkpoint_due:
+                checkpoint()
+            if validation_due:
+                val_loss = evaluate(ddp, opts, val_loader, val_steps, d, autocast)
+                log.step(step, "val_loss", val_loss, train_ms)
+                log.save_summary(final_val_loss=val_loss, train_time_ms=train_ms, steps=step)
+                reached = val_loss <= cfg.target_val_loss
+                if (reached and cfg.stop_at_target) or last:
+                    break
+            t0 = time.perf_counter()
+        spectral_due = d.master and cfg.spectral_every and (step + 1) % cfg.spectral_every == 0
+        before = {name: p.detach().clone() for name, p in hidden.items()} if spectral_due else None
+        flags = trainer.train_step(step, signals.received is not None)
+        step += 1
+        settle()
+        pending.append((step, flags, train_ms + 1000 * (time.perf_counter() - t0)))
+        if before is not None:
+            settle()
+            log.spectral(step, spectral.report(before, hidden))
+
+    if stop.startswith("diverged"):
+        good = ckpt.latest_checkpoint(run_dir)
+        log.print(f"# {stop.removeprefix('diverged: ')}: stopping (--nan_policy=stop); last good checkpoint: "
+                  f"{good or 'none'}")
+        status, exit_code = "diverged", 3
+    elif stop:
+        path = checkpoint()
+        name = signals.received or "a signal on another rank"
+        log.print(f"# stopped by {name} at step {step}; resume with --run_id={run_id} --resume=auto (checkpoint {path})")
+        status, exit_code = "preempted", signals.exit_code()
     log.print(peak_memory(d))
     tokens = step * cfg.global_batch_tokens
     if status == "complete":

@@ -181,7 +181,7 @@ def test_record_entry_as_base(tmp_path):
     (entry / "record.json").write_text(json.dumps({"preset": "tiny", "config": config,
                                                    "val_loss": {"mean": 1.75, "std": 0.01},
                                                    "train_time_ms": {"mean": 300000.0}}))
-    path = write_study(tmp_path, f'arms = {{a = {{}}, b = {{rotary = false}}}}\nmetric = {{kind = "val_loss_at_step"}}')
+    path = write_study(tmp_path, 'arms = {a = {}, b = {rotary = false}}\nmetric = {kind = "val_loss_at_step"}')
     path.write_text(path.read_text().replace('base = {preset = "tiny"}', f'base = {{record = "{entry}"}}'))
     s = study.load(path)
     run = s.plan()[1]

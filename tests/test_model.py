@@ -106,3 +106,22 @@ def test_lr_schedule_warmup_stable_decay():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10:60] == [1.0] * 50
     assert factors[80] == pytest.approx(0.5) and factors[99] == pytest.approx(0.025)
+
+
+def test_chunked_loss_matches_the_one_shot_loss_and_gradients():
+    """loss_chunk_tokens computes the same mean cross-entropy and the same gradients (logits recomputed per chunk)."""
+    shape = dict(vocab_size=96, n_layer=2, model_dim=32, n_head=2, seq_len=16, zero_init_proj=False)
+    idx, targets = torch.randint(0, 96, (3, 16)), torch.randint(0, 96, (3, 16))
+    results = []
+    for chunk in (0, 7):  # 7 does not divide 48 tokens: the last chunk is short
+        torch.manual_seed(0)
+        model = GPT(Config(**shape, loss_chunk_tokens=chunk))  # fp32: the logits are fp32 by design
+        loss = model(idx, targets)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (one_shot, grads), (chunked, chunk_grads) = results
+    with torch.no_grad():  # the plain formula on the full logits
+        reference = torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten())
+    assert torch.allclose(one_shot, chunked, rtol=1e-6) and torch.allclose(chunked, reference, rtol=1e-6)
+    for name, g in grads.items():
+        assert torch.allclose(g, chunk_grads[name], rtol=1e-4, atol=1e-7), name

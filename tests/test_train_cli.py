@@ -80,7 +80,7 @@ def test_two_ranks_match_one_rank_with_accumulation(tmp_path):
     two = run([*args, "--run_id=two"], nproc=2)
     one = run([*args, "--run_id=one"])
     assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
-    (text2, summary2), (text1, summary1) = logs(tmp_path, "two"), logs(tmp_path, "one")
+    (text2, summary2), (text1, _summary1) = logs(tmp_path, "two"), logs(tmp_path, "one")
     assert summary2["hardware"]["world_size"] == 2 and "1 accumulation step(s)" in text2
     assert "2 accumulation step(s)" in text1
     sequence2, sequence1 = losses(text2, "train_loss") + losses(text2, "val_loss"), \
@@ -181,3 +181,14 @@ def test_ddp_compiled_forward_has_no_graph_break(tmp_path):
                   f"--log_dir={tmp_path}", "--run_id=ddp"], nproc=2, env={"TORCH_LOGS": "graph_breaks"})
     assert result.returncode == 0, result.stderr
     assert "Graph break" not in result.stderr, result.stderr[-3000:]
+
+
+def test_untimed_warmup_leaves_the_run_unchanged(tmp_path):
+    """--warmup_steps runs steps before the clock, then restores everything: the same losses digit for digit."""
+    args = [*SMALL, f"--log_dir={tmp_path}", "--num_iterations=4", "--val_every=2"]
+    plain, warmed = run([*args, "--run_id=plain"]), run([*args, "--run_id=warm", "--warmup_steps=3"])
+    assert plain.returncode == 0 and warmed.returncode == 0, warmed.stderr
+    assert "# warmup: 3 untimed step(s)" in warmed.stdout
+    (a, _), (b, _) = logs(tmp_path, "plain"), logs(tmp_path, "warm")
+    assert losses(a, "train_loss") == losses(b, "train_loss") and losses(a, "val_loss") == losses(b, "val_loss")
+    assert len(losses(b, "train_loss")) == 4
