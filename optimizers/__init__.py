@@ -11,15 +11,16 @@ from __future__ import annotations
 import difflib
 
 from .base import REGISTRY, Optimizer
-from .sgd import SGD
-from .adagrad import Adagrad
-from .rmsprop import RMSprop
-from .adadelta import Adadelta
-from .adam import Adam, AdamW
-from .naggs import NAGGS
-from .shampoo import Shampoo
-from .muon import POLAR_EXPRESS, Muon, NorMuon, split_muon_params
-from .schedule_free import ScheduleFreeAdamW
+# each import below defines, and so registers, its optimizers (re-exported through __all__)
+from .sgd import SGD  # noqa: F401
+from .adagrad import Adagrad  # noqa: F401
+from .rmsprop import RMSprop  # noqa: F401
+from .adadelta import Adadelta  # noqa: F401
+from .adam import Adam, AdamW  # noqa: F401
+from .naggs import NAGGS  # noqa: F401
+from .shampoo import Shampoo  # noqa: F401
+from .muon import POLAR_EXPRESS, Muon, NorMuon, split_muon_params  # noqa: F401
+from .schedule_free import ScheduleFreeAdamW  # noqa: F401
 
 NAMES: dict[str, type[Optimizer]] = REGISTRY  # registered name → class, in import order
 __all__ = [cls.__name__ for cls in NAMES.values()] + ["Optimizer", "split_muon_params", "POLAR_EXPRESS", "get",

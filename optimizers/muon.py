@@ -232,21 +232,29 @@ class Muon(Optimizer):
         return torch.stack(updates)
 
     def _normalize(self, members, O: torch.Tensor, group: dict, shape) -> torch.Tensor:
-        if not group["normuon"]:
+        """NorMuon on the members' orthogonalised matrices O (none: O itself), updating their statistics."""
+        if not group["normuon"] or not members:
             return O
         n, rows, cols = shape
         per_row = normuon_rows(group["normuon_axis"], rows, cols)
-        for i, (p, j) in enumerate(members):
+        views = []  # each member's statistic, a view into its parameter's state
+        for p, j in members:
             state = self._state(p, group, shape)
             v = state["row_second_moment"].view(n, rows, 1) if per_row else state["column_second_moment"].view(n, 1, cols)
-            O[i:i + 1] = normalize(O[i:i + 1], v[j:j + 1], group["normuon_beta2"], group["normuon_eps"], per_row)
+            views.append(v[j])
+        second_moments = torch.stack(views)
+        O = normalize(O, second_moments, group["normuon_beta2"], group["normuon_eps"], per_row)
+        for view, updated in zip(views, second_moments):
+            view.copy_(updated)
         return O
 
     def _start(self, batch: _Batch, rank: int, world: int) -> None:
         group, (n, rows, cols) = batch.group, batch.shape
-        p0 = batch.members[0][0]
-        dtype = state_dtype(p0)
-        grads = torch.stack([self.gradient(p, group, dtype).reshape(n, rows, cols)[j] for p, j in batch.members])
+        matrices = {}  # each parameter's gradient as (n, rows, cols), in state precision
+        for p, _ in batch.members:
+            if p not in matrices:
+                matrices[p] = self.gradient(p, group, state_dtype(p)).reshape(n, rows, cols)
+        grads = torch.stack([matrices[p][j] for p, j in batch.members])
         if not group["reduce_gradients"]:
             grads = self._momentum(batch.members, grads, group, batch.shape)
         padding = batch.share * world - len(batch.members)

@@ -206,3 +206,28 @@ def test_hyperparameters_name_the_optimizer_and_reject_what_it_does_not_take():
     assert optimizers.NorMuon.hyperparameters()["ns_steps"] == 5  # Muon's options pass through
     with pytest.raises(ValueError, match=r"AdamW \('adamw'\) does not take momentum; its hyperparameters: lr, betas"):
         optimizers.AdamW.state_numel((3, 3), momentum=0.9)
+
+
+def test_defining_a_named_optimizer_registers_it():
+    from optimizers.base import NONNEGATIVE, Optimizer
+
+    try:
+        class SignSGD(Optimizer):
+            name = "signsgd_for_this_test"
+            bounds = dict(lr=NONNEGATIVE)
+
+            def __init__(self, params, lr: float = 1e-3):
+                super().__init__(params, dict(lr=lr))
+
+            @classmethod
+            def count_state(cls, shape, hyperparameters):
+                return 0
+
+            def update_param(self, x, grad, state, group):
+                x.add_(grad.sign(), alpha=-group["lr"])
+
+        assert optimizers.get("signsgd_for_this_test") is SignSGD and SignSGD.state_numel((3, 4)) == 0
+        with pytest.raises(ValueError, match="two optimizers registered as 'adam'"):
+            type("Other", (Optimizer,), {"name": "adam"})
+    finally:
+        optimizers.NAMES.pop("signsgd_for_this_test", None)

@@ -307,8 +307,11 @@ def test_distributed_muon_matches_one_process(tmp_path, world):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_distributed_worker, args=(world, port, str(tmp_path)), nprocs=world, join=True)
+    mp.start_processes(_distributed_worker, args=(world, port, str(tmp_path)), nprocs=world, join=True,
+                       start_method="fork")  # forked: the children need not import torch again
     single, single_workload, _ = _muon_run({}, False, world, None)
+    alone_reducing = _muon_run(dict(reduce_gradients=True), False, world, None)[0]  # one process: nothing to reduce
+    assert all(torch.equal(p, q) for p, q in zip(alone_reducing, single))
     matrices = [1, 1, 1, 1, 1, 1, 3, 3]  # per parameter: the 3-D one is 3 matrices, the split one 3 blocks
     assert single_workload == sum(matrices)
     batches = [[0, 1, 2], [3], [4, 5], [6], [7]]  # (group, matrix shape) batches, as parameter indices
