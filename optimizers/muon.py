@@ -40,7 +40,15 @@ communication overlaps the next one's Newton–Schulz.
   rank then applies every update, so parameters stay identical. The momentum and NorMuon state of
   a matrix lives on the rank that owns it (each rank's state_dict() holds its own share: save and
   load it per rank, with the same number of ranks). Every parameter of a group needs a gradient
-  on every rank at every step.
+  on every rank at every step. With DDP, before wrapping the model:
+      DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, muon_parameter_names)
+  so that DDP all-reduces only the other parameters (tests/test_optimizers_muon.py checks this
+  wiring on 2 gloo processes against one process on the whole batch).
+
+A trainer's groups, e.g. the speedrun's hidden matrices with a fused QKV weight:
+    Muon([dict(params=qkv_weights, split_rows=3), dict(params=other_matrices)], lr=0.05,
+         momentum=0.95, ns_coefficients="polar_express", normuon=True, normuon_axis="by_shape",
+         reduce_gradients=True, gather_dtype=torch.bfloat16)
 """
 from __future__ import annotations
 

@@ -326,3 +326,49 @@ def test_distributed_muon_matches_one_process(tmp_path, world):
             assert workload == share < single_workload, name
             if name.startswith("reduce"):  # the momentum of a matrix lives on the rank that orthogonalises it
                 assert stateful < len(DIST_SHAPES), name
+
+
+def _ddp_run(rank, world, steps=4):
+    """A small net: Muon (reduce_gradients=True) for its hidden matrices, kept out of DDP's all-reduce,
+    AdamW for the rest through DDP; each rank trains on its slice of every batch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    hidden = {"0.weight", "2.weight"}
+    if world > 1:
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(net, sorted(hidden))
+        runner = nn.parallel.DistributedDataParallel(net)
+    else:
+        runner = net
+    named = dict(net.named_parameters())
+    muon = optimizers.Muon([named[n] for n in sorted(hidden)], lr=0.02, reduce_gradients=True)
+    adam = optimizers.AdamW([p for n, p in named.items() if n not in hidden], lr=0.01)
+    for step in range(steps):
+        g = torch.Generator().manual_seed(step)
+        x, y = torch.randn(12, 8, generator=g, dtype=torch.float64), torch.randn(12, 4, generator=g, dtype=torch.float64)
+        ((runner(x.chunk(world)[rank]) - y.chunk(world)[rank]) ** 2).mean().backward()
+        for opt in (muon, adam):
+            opt.step()
+            opt.zero_grad()
+    return [p.detach() for p in net.parameters()]
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.save(_ddp_run(rank, world), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_muon_reducing_its_own_gradients_beside_ddp_matches_one_process(tmp_path):
+    """The trainer's wiring: DDP ignores Muon's parameters, Muon reduce-scatters their gradients."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    single = _ddp_run(0, 1)
+    for rank in range(2):
+        for p, q in zip(torch.load(tmp_path / f"rank{rank}.pt"), single):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
