@@ -231,3 +231,16 @@ def test_defining_a_named_optimizer_registers_it():
             type("Other", (Optimizer,), {"name": "adam"})
     finally:
         optimizers.NAMES.pop("signsgd_for_this_test", None)
+
+
+@pytest.mark.parametrize("name", ["adam", "muon", "shampoo"])
+def test_a_state_dict_saved_before_a_hyperparameter_existed_loads_with_its_default(name):
+    params, loss_fn = problem_for(name)
+    opt = optimizers.get(name)(params, **SETTINGS[name])
+    run_steps(opt, params, loss_fn, 2)
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        del group["maximize"]
+    fresh = optimizers.get(name)(clone_params(params), **SETTINGS[name])
+    fresh.load_state_dict(saved)
+    assert all(group["maximize"] is False for group in fresh.param_groups)
