@@ -164,7 +164,8 @@ class Muon(Optimizer):
                  split_rows: int = 1, flatten: bool = False, reduce_gradients: bool = False,
                  gather_dtype: torch.dtype | None = None, maximize: bool = False):
         """ns_coefficients: "quintic", "polar_express", one (a, b, c) triple or a list of them (one per
-        step, the last repeating). ns_dtype: the Newton–Schulz dtype (None: bf16 on CUDA, else fp32).
+        step, the last repeating). ns_dtype: the Newton–Schulz dtype (None: bf16 on CUDA, else fp32);
+        it and gather_dtype may be given by name ("bfloat16").
         split_rows, flatten, normuon_axis, reduce_gradients, gather_dtype: see the module doc."""
         super().__init__(params, dict(
             lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_coefficients=ns_coefficients,
@@ -182,6 +183,9 @@ class Muon(Optimizer):
         return math.prod(shape) + statistics
 
     def check_group(self, group):
+        for key in ("ns_dtype", "gather_dtype"):  # a dtype's name, as a config file writes it
+            if isinstance(group.get(key), str) and isinstance(getattr(torch, group[key], None), torch.dtype):
+                group[key] = getattr(torch, group[key])
         super().check_group(group)
         c = group["ns_coefficients"]
         valid = c in ("quintic", "polar_express") or _is_triple(c) or (

@@ -372,3 +372,10 @@ def test_muon_reducing_its_own_gradients_beside_ddp_matches_one_process(tmp_path
     for rank in range(2):
         for p, q in zip(torch.load(tmp_path / f"rank{rank}.pt"), single):
             torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_dtypes_may_be_given_by_name():
+    opt = optimizers.Muon([torch.zeros(4, 4, requires_grad=True)], ns_dtype="float32", gather_dtype="bfloat16")
+    assert opt.param_groups[0]["ns_dtype"] is torch.float32 and opt.param_groups[0]["gather_dtype"] is torch.bfloat16
+    with pytest.raises(ValueError, match="gather_dtype must be one of"):
+        optimizers.Muon([torch.zeros(4, 4, requires_grad=True)], gather_dtype="bf16")
