@@ -13,13 +13,14 @@
 Which matrices (per group; each matrix gets its own orthogonalisation, lr scale s and NorMuon
 statistics):
 - a 2-D parameter is one matrix; one with ≥ 3 dimensions is a batch of matrices over its last two
-  (as the public Muon and the speedrun records orthogonalise a (3, d, d) QKV weight), or with
+  (as the public Muon does, and the speedrun records with their (3, d, d) QKV weight since
+  2025-01-16_Sub3Min), or with
   `flatten=True` one shape[0] × rest matrix (as the Muon package treats convolution filters);
 - `split_rows=k` then cuts each matrix into k equal blocks of rows: a fused 2304 × 768 QKV weight
   with split_rows=3 is orthogonalised as three 768 × 768 matrices, each with s = 1, as the records
   do (their Q, K and V are separate matrices), instead of one with s = √3.
 - `ns_coefficients`: "quintic" (3.4445, −4.7750, 2.0315) or "polar_express" (Amsel et al., 2025;
-  used by the records since 2025), one (a, b, c) triple, or a list of them.
+  the speedrun records' since 2025-09-29_PolarExpress), one (a, b, c) triple, or a list of them.
 - `normuon_axis`: "rows" (one statistic per row, Li et al.'s neuron-wise form), "columns", or
   "by_shape": per row when rows ≥ cols, else per column, i.e. along the longer side (the speedrun
   record 2025-10-24_NorMuon).
