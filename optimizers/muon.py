@@ -13,7 +13,7 @@
 Which matrices (per group; each matrix gets its own orthogonalisation, lr scale s and NorMuon
 statistics):
 - a 2-D parameter is one matrix; one with ≥ 3 dimensions is a batch of matrices over its last two
-  (as the public Muon does, and the speedrun records with their (3, d, d) QKV weight since
+  (as the public Muon does, and the speedrun records with their (3, d, d) QKV weight, e.g.
   2025-01-16_Sub3Min), or with
   `flatten=True` one shape[0] × rest matrix (as the Muon package treats convolution filters);
 - `split_rows=k` then cuts each matrix into k equal blocks of rows: a fused 2304 × 768 QKV weight
