@@ -14,8 +14,8 @@ Which matrices (per group; each matrix gets its own orthogonalisation, lr scale 
 statistics):
 - a 2-D parameter is one matrix; one with ≥ 3 dimensions is a batch of matrices over its last two
   (as the public Muon does, and the speedrun records with their (3, d, d) QKV weight, e.g.
-  2025-01-16_Sub3Min), or with
-  `flatten=True` one shape[0] × rest matrix (as the Muon package treats convolution filters);
+  2025-01-16_Sub3Min), or with `flatten=True` one shape[0] × rest matrix (as the Muon package
+  treats convolution filters);
 - `split_rows=k` then cuts each matrix into k equal blocks of rows: a fused 2304 × 768 QKV weight
   with split_rows=3 is orthogonalised as three 768 × 768 matrices, each with s = 1, as the records
   do (their Q, K and V are separate matrices), instead of one with s = √3.
