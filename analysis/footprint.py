@@ -6,7 +6,9 @@
 
 Model states, Ψ parameters (ZeRO, Rajbhandari et al. 2020), bytes per parameter:
     weights w + gradients g + fp32 master copy m + 4·k for k fp32 state numbers per parameter;
-    mixed-precision Adam: 2 + 2 + 4 + 4·2 = 16 bytes, i.e. 16Ψ.
+    mixed-precision Adam: 2 + 2 + 4 + 4·2 = 16 bytes, i.e. 16Ψ. The state numbers of each
+    parameter come from its optimizer class (`state_numel(shape, **hyperparameters)`), with the
+    hyperparameters of the group the trainer gives it (or the class's defaults with --optimizer).
 ZeRO-DP over N ranks divides optimizer states and master copy by N (stage 1), also the gradients
 (stage 2), also the weights (stage 3).
 Activations of one layer, s tokens per sequence, b sequences, width h, a heads, MLP ratio r:
@@ -26,6 +28,7 @@ import sys
 
 import torch
 
+import optimizers
 import train_gpt
 
 GB = 1e9
@@ -35,12 +38,6 @@ POLICIES = {
     "autocast": dict(weight=4, grad=4, master=0, activation=2),  # torch.autocast: fp32 weights, 16-bit matmuls
     "mixed": dict(weight=2, grad=2, master=4, activation=2),  # 16-bit weights and grads, fp32 master (ZeRO's)
 }
-# fp32 state numbers per parameter of each optimizer (Shampoo adds its per-block matrices, below)
-STATE_NUMBERS = {"sgd": 0, "momentum": 1, "adagrad": 1, "rmsprop": 1, "naggs": 1, "muon": 1, "normuon": 1,
-                 "adadelta": 2, "adam": 2, "adamw": 2, "rmsprop+momentum": 2, "schedulefree_adamw": 2, "shampoo": 2}
-WITH_MOMENTUM = {"sgd": "momentum", "rmsprop": "rmsprop+momentum"}  # train_gpt passes them cfg.momentum
-MATRIX_ONLY = ("muon", "normuon")  # their other parameters go to Adam
-SHAMPOO_BLOCK = 1024  # optimizers.Shampoo's default max_preconditioner_dim
 REFERENCE_SHAPES = {  # shapes from the papers, as train_gpt configs
     "gpt2-xl": dict(train_gpt.PRESETS["gpt2classic"], n_layer=48, model_dim=1600, n_head=25, vocab_size=50257,
                     seq_len=1024),
@@ -58,29 +55,29 @@ def count(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def shampoo_matrix_numbers(shape: tuple[int, ...], block: int = SHAMPOO_BLOCK) -> int:
-    """L, R and their inverse roots per block of the parameter viewed as a matrix: Σ 2(r² + c²)."""
-    rows, cols = (shape[0], count(shape[1:])) if len(shape) >= 2 else (1, count(shape))
-    sizes = lambda n: [min(block, n - i) for i in range(0, n, block)]  # noqa: E731
-    return sum(2 * (r * r + c * c) for r in sizes(rows) for c in sizes(cols))
-
-
-def state_numbers(optimizer: str, shape: tuple[int, ...]) -> int:
-    """fp32 optimizer-state numbers held for one parameter of this shape."""
-    if optimizer not in STATE_NUMBERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(STATE_NUMBERS)}")
-    extra = shampoo_matrix_numbers(shape) if optimizer == "shampoo" else 0
-    return STATE_NUMBERS[optimizer] * count(shape) + extra
-
-
-def group_optimizers(cfg: train_gpt.Config, optimizer: str | None) -> dict[str, str]:
-    """The optimizer of each group: the config's opt_* (SGD and RMSprop with cfg.momentum > 0 keep a
-    momentum buffer too), or one for all groups, where Muon takes the hidden matrices and Adam the rest."""
+def optimizer_state(cfg: train_gpt.Config, optimizer: str | None) -> tuple[dict[str, str], int]:
+    """(group → optimizer name, state numbers of all parameters). Without `optimizer`: the trainer's
+    own optimizers (train_gpt.build_optimizers on the model built on the meta device), each parameter
+    sized with its group's hyperparameters. With one: that optimizer at its defaults for every group,
+    except that one taking matrices only (Muon) leaves the other groups to Adam."""
     if optimizer is None:
-        chosen = {g: getattr(cfg, f"opt_{g}") for g in ("hidden", "embed", "head", "scalar")}
-        return {g: WITH_MOMENTUM.get(o, o) if cfg.momentum > 0 else o for g, o in chosen.items()}
-    return {g: "adam" if optimizer in MATRIX_ONLY and g != "hidden" else optimizer
-            for g in ("hidden", "embed", "head", "scalar")}
+        with torch.device("meta"):
+            model = train_gpt.GPT(cfg)
+        chosen, state = {}, 0
+        for opt in train_gpt.build_optimizers(cfg, model):
+            cls = type(opt)
+            for group in opt.param_groups:
+                chosen[group["name"]] = cls.name
+                hyperparameters = {k: group[k] for k in cls.hyperparameters()}
+                state += sum(cls.state_numel(p.shape, **hyperparameters) for p in group["params"])
+        return chosen, state
+    cls = optimizers.get(optimizer)
+    chosen, state = {}, 0
+    for group, shapes in parameter_shapes(cfg).items():
+        group_cls = optimizers.Adam if cls.matrices_only and group != "hidden" else cls
+        chosen[group] = group_cls.name
+        state += sum(group_cls.state_numel(s) for s in shapes)
+    return chosen, state
 
 
 def model_state_bytes(n_params: int, state: int, policy: str, zero: int = 0, dp: int = 1) -> dict[str, float]:
@@ -134,9 +131,8 @@ def footprint(cfg: train_gpt.Config, optimizer: str | None = None, policy: str =
     """Per-GPU bytes of training cfg's GPT; micro_batch in sequences (default: the config's micro batch)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown precision policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    shapes, chosen = parameter_shapes(cfg), group_optimizers(cfg, optimizer)
-    n_params = sum(count(s) for group in shapes.values() for s in group)
-    state = sum(state_numbers(chosen[g], s) for g, group in shapes.items() for s in group)
+    n_params = sum(count(s) for group in parameter_shapes(cfg).values() for s in group)
+    chosen, state = optimizer_state(cfg, optimizer)
     micro_batch = micro_batch or max(cfg.micro_batch_tokens // cfg.seq_len, 1)
     rows = {**model_state_bytes(n_params, state, policy, zero, dp),
             **activation_bytes(cfg, micro_batch, policy, checkpointing, activation_model, flash)}
@@ -156,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"a train_gpt preset or {', '.join(REFERENCE_SHAPES)} (default speedrun124m)")
     for key in ("n_layer", "model_dim", "n_head", "vocab_size", "seq_len", "mlp_ratio"):
         parser.add_argument(f"--{key}", type=int, help="override the preset's value")
-    parser.add_argument("--optimizer", choices=sorted(STATE_NUMBERS),
-                        help="one optimizer for every group (default: the preset's opt_* wiring)")
+    parser.add_argument("--optimizer", choices=sorted(optimizers.NAMES),
+                        help="one optimizer, at its defaults, for every group (default: the trainer's wiring)")
     parser.add_argument("--precision", default="autocast", choices=sorted(POLICIES),
                         help="fp32; autocast (fp32 weights, 16-bit activations: train_gpt on CUDA); "
                              "mixed (16-bit weights and gradients with fp32 master weights)")

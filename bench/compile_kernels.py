@@ -89,10 +89,9 @@ def main(argv=None) -> int:
             rows.append(f"| {name} | {meta} warps={warps} stages={stages} {row}")
             ok &= no_spill and hgmma
     for p, master in [(tl.float32, False), (tl.bfloat16, True)]:
-        kernel_args = dict(table_ptr="*i64", block_tensor_ptr="*i32", step_ptr="*fp32", decay=0.999, beta2=0.95,
-                           one_minus_beta1=0.1, one_minus_beta2=0.05, eps=1e-8, lr=1e-3, log2_beta1=-0.15,
-                           log2_beta2=-0.07, step_size=1e-3, inv_sqrt_bc2=1.0, P_DTYPE=p, G_DTYPE=p,
-                           HAS_MASTER=master, STEP_ON_DEVICE=True, BLOCK=adamw.BLOCK)
+        kernel_args = dict(table_ptr="*i64", block_tensor_ptr="*i32", scalars_ptr="*fp32", decay=0.999, beta2=0.95,
+                           one_minus_beta1=0.1, one_minus_beta2=0.05, eps=1e-8, step_size=1e-3, inv_sqrt_bc2=1.0,
+                           P_DTYPE=p, G_DTYPE=p, HAS_MASTER=master, STEP_ON_DEVICE=True, BLOCK=adamw.BLOCK)
         row, no_spill, _ = compile_report(adamw._adamw_kernel, kernel_args, adamw.NUM_WARPS, 3, arch)
         rows.append(f"| AdamW | params {p}, master={master} {row}")
         ok &= no_spill

@@ -1,34 +1,33 @@
 """The lecture's optimizer family as torch.optim optimizers, and `get(name)` for configs.
 
 Every class subclasses torch.optim.Optimizer; where torch.optim has the method, names and defaults
-of hyperparameters follow it. See optimizers/README.md for formulas, references and state sizes.
+of hyperparameters follow it. Each class carries its registered name (`cls.name`), its
+hyperparameters and defaults (`cls.hyperparameters()`) and the state it keeps per parameter
+(`cls.state_numel(shape, **hyperparameters)`); defining the class registers it, so adding an
+optimizer is its module, its reference test and one import line below. See optimizers/README.md.
 """
 from __future__ import annotations
 
 import difflib
 
-import torch
+from .base import REGISTRY, Optimizer
+# each import below defines, and so registers, its optimizers (re-exported through __all__)
+from .sgd import SGD  # noqa: F401
+from .adagrad import Adagrad  # noqa: F401
+from .rmsprop import RMSprop  # noqa: F401
+from .adadelta import Adadelta  # noqa: F401
+from .adam import Adam, AdamW  # noqa: F401
+from .naggs import NAGGS  # noqa: F401
+from .shampoo import Shampoo  # noqa: F401
+from .muon import POLAR_EXPRESS, Muon, NorMuon, split_muon_params  # noqa: F401
+from .schedule_free import ScheduleFreeAdamW  # noqa: F401
 
-from .adadelta import Adadelta
-from .adagrad import Adagrad
-from .adam import Adam, AdamW
-from .muon import POLAR_EXPRESS, Muon, NorMuon, split_muon_params
-from .naggs import NAGGS
-from .rmsprop import RMSprop
-from .schedule_free import ScheduleFreeAdamW
-from .sgd import SGD
-from .shampoo import Shampoo
-
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAGGS", "Shampoo", "Muon", "NorMuon",
-           "ScheduleFreeAdamW", "split_muon_params", "POLAR_EXPRESS", "get", "NAMES"]
-
-NAMES: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adadelta": Adadelta, "adam": Adam, "adamw": AdamW,
-    "naggs": NAGGS, "shampoo": Shampoo, "muon": Muon, "normuon": NorMuon, "schedulefree_adamw": ScheduleFreeAdamW,
-}
+NAMES: dict[str, type[Optimizer]] = REGISTRY  # registered name → class, in import order
+__all__ = [cls.__name__ for cls in NAMES.values()] + ["Optimizer", "split_muon_params", "POLAR_EXPRESS", "get",
+                                                      "NAMES"]
 
 
-def get(name: str) -> type[torch.optim.Optimizer]:
+def get(name: str) -> type[Optimizer]:
     """The optimizer class registered under a lowercase name (ValueError with a suggestion otherwise)."""
     if name in NAMES:
         return NAMES[name]

@@ -8,14 +8,21 @@
 """
 from __future__ import annotations
 
-from .base import NONNEGATIVE, UNIT, Optimizer, with_l2, zeros_state
+from .base import NONNEGATIVE, UNIT, Optimizer, numel, with_l2, zeros_state
 
 
 class Adadelta(Optimizer):
+    name = "adadelta"
     bounds = dict(lr=NONNEGATIVE, rho=UNIT, eps=NONNEGATIVE, weight_decay=NONNEGATIVE)
 
-    def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+                 foreach: bool | None = None, maximize: bool = False):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach,
+                                      maximize=maximize))
+
+    @classmethod
+    def count_state(cls, shape, hyperparameters):
+        return 2 * numel(shape)
 
     def init_state(self, state, p, group):
         state["step"] = 0

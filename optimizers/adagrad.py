@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import BOOL, NONNEGATIVE, Optimizer, with_l2, zeros_state
+from .base import BOOL, NONNEGATIVE, Optimizer, numel, with_l2, zeros_state
 
 
 def scale_by_rms(grad: torch.Tensor, mean_square: torch.Tensor, eps: float, eps_inside_sqrt: bool) -> torch.Tensor:
@@ -19,14 +19,20 @@ def scale_by_rms(grad: torch.Tensor, mean_square: torch.Tensor, eps: float, eps_
 
 
 class Adagrad(Optimizer):
+    name = "adagrad"
     bounds = dict(lr=NONNEGATIVE, lr_decay=NONNEGATIVE, weight_decay=NONNEGATIVE,
                   initial_accumulator_value=NONNEGATIVE, eps=NONNEGATIVE, eps_inside_sqrt=BOOL)
 
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, eps_inside_sqrt: bool = False):
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, eps_inside_sqrt: bool = False,
+                 foreach: bool | None = None, maximize: bool = False, fused: bool | None = None):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
-                                      eps_inside_sqrt=eps_inside_sqrt))
+                                      eps_inside_sqrt=eps_inside_sqrt, foreach=foreach, maximize=maximize, fused=fused))
+
+    @classmethod
+    def count_state(cls, shape, hyperparameters):
+        return numel(shape)
 
     def init_state(self, state, p, group):
         state["step"] = 0

@@ -5,10 +5,17 @@
 - State is kept in at least fp32 (fp32 for fp32/bf16/fp16 parameters, fp64 for fp64 ones), and
   low-precision parameters are updated in that precision and rounded once.
 - `state_dict()`/`load_state_dict()` round-trip without torch's cast of state to the parameter's
-  dtype (which would round fp32 state of bf16 parameters to bf16).
+  dtype (which would round fp32 state of bf16 parameters to bf16); a saved group lacking a newer
+  hyperparameter gets its default.
+- torch.optim's calling conventions: `maximize=True` ascends (every optimizer here); `lr` may be a
+  one-element float tensor (read once per step: free for a CPU tensor, a host-device sync for a
+  CUDA one); `foreach` and `fused`, where torch.optim has them, are accepted and change nothing
+  (each optimizer here has one implementation: fused kernels where they exist, else per tensor).
+  Not accepted (TypeError): `capturable` and `differentiable`.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +81,16 @@ def check_hyperparameter(owner: str, name: str, value: Any, bound: Bound) -> Non
         raise ValueError(f"{owner}: {name} must be {bound}, got {value!r}")
 
 
+def check_lr(owner: str, value: Any, bound: Bound) -> None:
+    """lr: a number, or a one-element floating-point tensor (torch.optim accepts both)."""
+    if torch.is_tensor(value):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise ValueError(f"{owner}: a tensor lr must hold one floating-point number, got shape "
+                             f"{tuple(value.shape)} and dtype {value.dtype}")
+        value = value.item()
+    check_hyperparameter(owner, "lr", value, bound)
+
+
 def state_dtype(p: torch.Tensor) -> torch.dtype:
     """Precision of optimizer state and update math: at least fp32."""
     return torch.promote_types(p.dtype, torch.float32)
@@ -110,24 +127,89 @@ def _to_state_precision(value: Any, p: torch.Tensor) -> Any:
     return value
 
 
+REGISTRY: dict[str, type[Optimizer]] = {}
+TORCH_FLAGS = dict(maximize=BOOL, foreach=OneOf((None, False, True)), fused=OneOf((None, False, True)))
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base class: validated groups, the step loop, fp32 state, a lossless state_dict round trip.
 
-    Subclasses declare `bounds` (hyperparameter name → Interval/OneOf, or a tuple of them for a
-    tuple such as betas) and implement either `update_group(group, params)` or the per-parameter
-    pair `init_state(state, p, group)` / `update_param(x, grad, state, group)`, where x is the
-    parameter in state precision, updated in place, and grad its gradient in the same precision
-    (possibly p.grad itself: read it, never write it).
+    Subclasses set `name` (their registered name: defining the class registers it for
+    optimizers.get), declare `bounds` (hyperparameter name → Interval/OneOf, or a tuple of them for
+    a tuple such as betas), say how much state they keep in `count_state(shape, hyperparameters)`,
+    and implement either `update_group(group, params)` or the per-parameter pair
+    `init_state(state, p, group)` / `update_param(x, grad, state, group)`, where x is the parameter
+    in state precision, updated in place, and grad its gradient in the same precision (possibly
+    p.grad itself: read it, never write it; `gradient(p, group)` applies `maximize`).
+    Every constructor keyword is a hyperparameter stored in each group.
     """
+    name: str = ""
     bounds: dict[str, Bound] = {}
+    matrices_only = False  # True: every parameter needs >= 2 dimensions (Muon); others go to an Adam group
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in vars(cls):
+            if cls.name in REGISTRY:
+                raise ValueError(f"two optimizers registered as {cls.name!r}: {REGISTRY[cls.name].__name__} "
+                                 f"and {cls.__name__}")
+            REGISTRY[cls.name] = cls
+
+    @classmethod
+    def hyperparameters(cls, **overrides: Any) -> dict[str, Any]:
+        """The constructor's hyperparameters and their defaults, updated with `overrides`; a name the
+        constructor does not take is a ValueError naming the optimizer and the names it takes."""
+        defaults: dict[str, Any] = {}
+        for klass in cls.__mro__:  # a constructor taking **options passes them to its parent's
+            if "__init__" not in vars(klass) or not issubclass(klass, Optimizer):
+                continue
+            parameters = inspect.signature(klass.__init__).parameters.values()
+            for p in parameters:
+                if p.name not in ("self", "params") and p.kind is not p.VAR_KEYWORD:
+                    defaults.setdefault(p.name, p.default)
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+                break
+        unknown = sorted(set(overrides) - set(defaults))
+        if unknown:
+            raise ValueError(f"{cls.__name__} ({cls.name!r}) does not take {', '.join(unknown)}; "
+                             f"its hyperparameters: {', '.join(defaults)}")
+        return {**defaults, **overrides}
+
+    @classmethod
+    def state_numel(cls, shape: tuple[int, ...], **hyperparameters: Any) -> int:
+        """How many numbers of optimizer state (in state precision) one parameter of this shape gets,
+        with these hyperparameters (the rest at their defaults)."""
+        return cls.count_state(tuple(shape), cls.hyperparameters(**hyperparameters))
+
+    @classmethod
+    def count_state(cls, shape: tuple[int, ...], hyperparameters: dict[str, Any]) -> int:
+        raise NotImplementedError(f"{cls.__name__} does not say how much state it keeps")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        self.check_group(self.param_groups[-1])
+        try:
+            self.check_group(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()  # a rejected group must not be stepped
+            raise
 
     def check_group(self, group: dict[str, Any]) -> None:
-        for name, bound in self.bounds.items():
-            check_hyperparameter(type(self).__name__, name, group[name], bound)
+        owner = type(self).__name__
+        for name, bound in {**TORCH_FLAGS, **self.bounds}.items():
+            if name == "lr":
+                check_lr(owner, group[name], bound)
+            elif name in group or name not in TORCH_FLAGS:
+                check_hyperparameter(owner, name, group[name], bound)
+
+    @staticmethod
+    def gradient(p: torch.Tensor, group: dict[str, Any], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """p's gradient in dtype (default its own), negated with maximize=True."""
+        g = p.grad if dtype is None else p.grad.to(dtype)
+        return -g if group.get("maximize") else g
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -135,13 +217,25 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        work = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if any(p.grad.is_sparse for p in params):
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             if params:
-                self.update_group(group, params)
+                work.append((self._with_number_lr(group), params))
+        self.update_groups(work)
         return loss
+
+    def update_groups(self, work: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> None:
+        """Update every (group, parameters with a gradient) pair; one group at a time by default."""
+        for group, params in work:
+            self.update_group(group, params)
+
+    @staticmethod
+    def _with_number_lr(group: dict[str, Any]) -> dict[str, Any]:
+        """The group itself, or for a tensor lr a shallow copy holding its current value as a number."""
+        return {**group, "lr": float(group["lr"])} if torch.is_tensor(group["lr"]) else group
 
     def update_group(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         for p in params:
@@ -149,7 +243,7 @@ class Optimizer(torch.optim.Optimizer):
             if not state:
                 self.init_state(state, p, group)
             with in_state_precision(p) as x:
-                self.update_param(x, p.grad.to(x.dtype), state, group)
+                self.update_param(x, self.gradient(p, group, x.dtype), state, group)
 
     def init_state(self, state: dict, p: torch.Tensor, group: dict[str, Any]) -> None:
         """Fill the empty state of p before its first update (nothing by default)."""
@@ -160,6 +254,8 @@ class Optimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict({**state_dict, "state": {}})  # the groups; the state follows
         for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)  # saved before the hyperparameter existed
             self.check_group(group)
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = chain.from_iterable(g["params"] for g in self.param_groups)

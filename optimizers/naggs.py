@@ -12,14 +12,20 @@ v (v₀ = x₀, half of Adam's state) and one scalar γ per parameter:
 """
 from __future__ import annotations
 
-from .base import NONNEGATIVE, POSITIVE, Optimizer, state_dtype, with_l2
+from .base import NONNEGATIVE, POSITIVE, Optimizer, numel, state_dtype, with_l2
 
 
 class NAGGS(Optimizer):
+    name = "naggs"
     bounds = dict(lr=NONNEGATIVE, mu=POSITIVE, gamma=POSITIVE, weight_decay=NONNEGATIVE)
 
-    def __init__(self, params, lr: float = 1e-2, mu: float = 1.0, gamma: float = 1.0, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, mu=mu, gamma=gamma, weight_decay=weight_decay))
+    def __init__(self, params, lr: float = 1e-2, mu: float = 1.0, gamma: float = 1.0, weight_decay: float = 0.0,
+                 maximize: bool = False):
+        super().__init__(params, dict(lr=lr, mu=mu, gamma=gamma, weight_decay=weight_decay, maximize=maximize))
+
+    @classmethod
+    def count_state(cls, shape, hyperparameters):
+        return numel(shape)  # v (γ is a Python number)
 
     def init_state(self, state, p, group):
         state["v"] = p.detach().to(state_dtype(p), copy=True)

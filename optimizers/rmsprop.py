@@ -10,18 +10,24 @@
 from __future__ import annotations
 
 from .adagrad import scale_by_rms
-from .base import BOOL, NONNEGATIVE, UNIT, UNIT_OPEN, Optimizer, with_l2, zeros_state
+from .base import BOOL, NONNEGATIVE, UNIT, UNIT_OPEN, Optimizer, numel, with_l2, zeros_state
 
 
 class RMSprop(Optimizer):
+    name = "rmsprop"
     bounds = dict(lr=NONNEGATIVE, alpha=UNIT, eps=NONNEGATIVE, weight_decay=NONNEGATIVE,
                   momentum=UNIT_OPEN, centered=BOOL, eps_inside_sqrt=BOOL)
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
-                 eps_inside_sqrt: bool = False):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered, eps_inside_sqrt=eps_inside_sqrt))
+                 eps_inside_sqrt: bool = False, foreach: bool | None = None, maximize: bool = False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=centered, eps_inside_sqrt=eps_inside_sqrt, foreach=foreach,
+                                      maximize=maximize))
+
+    @classmethod
+    def count_state(cls, shape, hyperparameters):
+        return numel(shape) * (1 + (hyperparameters["momentum"] > 0) + hyperparameters["centered"])
 
     def init_state(self, state, p, group):
         state["step"] = 0

@@ -24,21 +24,27 @@ from __future__ import annotations
 
 import torch
 
-from .base import NONNEGATIVE, UNIT_OPEN, Interval, Optimizer, in_state_precision, state_dtype, zeros_state
+from .base import NONNEGATIVE, UNIT_OPEN, Interval, Optimizer, in_state_precision, numel, state_dtype, zeros_state
 
 UNIT_CLOSED_ABOVE = Interval(0.0, 1.0, low_open=True)  # (0, 1]
 
 
 class ScheduleFreeAdamW(Optimizer):
+    name = "schedulefree_adamw"
     bounds = dict(lr=NONNEGATIVE, betas=(UNIT_CLOSED_ABOVE, UNIT_OPEN), eps=NONNEGATIVE,
                   weight_decay=NONNEGATIVE, warmup_steps=Interval(0, integer=True), r=NONNEGATIVE,
                   weight_lr_power=NONNEGATIVE)
 
     def __init__(self, params, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0):
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
+                 maximize: bool = False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
-                                      train_mode=True))
+                                      maximize=maximize, train_mode=True))
+
+    @classmethod
+    def count_state(cls, shape, hyperparameters):
+        return 2 * numel(shape)  # z and v
 
     @torch.no_grad()
     def train(self) -> None:

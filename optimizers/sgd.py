@@ -7,16 +7,22 @@
 """
 from __future__ import annotations
 
-from .base import BOOL, NONNEGATIVE, UNIT, UNIT_OPEN, Optimizer, with_l2
+from .base import BOOL, NONNEGATIVE, UNIT, UNIT_OPEN, Optimizer, numel, with_l2
 
 
 class SGD(Optimizer):
+    name = "sgd"
     bounds = dict(lr=NONNEGATIVE, momentum=UNIT_OPEN, dampening=UNIT, weight_decay=NONNEGATIVE, nesterov=BOOL)
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+                 weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False,
+                 foreach: bool | None = None, fused: bool | None = None):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, maximize=maximize, foreach=foreach, fused=fused))
+
+    @classmethod
+    def count_state(cls, shape, hyperparameters):
+        return numel(shape) if hyperparameters["momentum"] > 0 else 0
 
     def check_group(self, group):
         super().check_group(group)

@@ -21,7 +21,15 @@ root_method: "eigh" (eigendecomposition, exact) or "newton" (the coupled Newton 
 and Higham, matrix products only). None picks "newton" on CUDA, where torch.linalg.eigh waits for
 the device to report errors (a host–device synchronisation on every root recomputation), and
 "eigh" elsewhere. Newton runs a fixed NEWTON_ITERATIONS steps: accurate to ~1e-10 for condition
-numbers of L + εI up to ~1e12; choose ε accordingly (relative to the size of L).
+numbers of L + εI up to ~1e12.
+
+A rank-deficient statistic (the first steps of a wide block, a vector's 1×n block) accumulated in
+fp32 has eigenvalues that rounding leaves slightly below zero (−4e-9 at ‖S‖_F ≈ 0.5 after two
+steps: about 0.4 units of rounding of ‖S‖_F), where Newton diverges. eigh clamps them to 0;
+Newton adds the ridge max(ε, NEWTON_RIDGE·u·‖S‖_F)·I instead of εI (u: the unit roundoff of the
+statistic's dtype, so fp64 statistics keep ε), a ridge relative to the statistic's size as in
+Anil et al.'s coupled-Newton roots. Should a root still come out non-finite, the previous root of
+that block is kept (chosen on the device: no synchronisation).
 """
 from __future__ import annotations
 
@@ -29,11 +37,12 @@ import torch
 
 import kernels
 
-from .base import NONNEGATIVE, POSITIVE, UNIT, UNIT_OPEN, Interval, OneOf, Optimizer, zeros_state
+from .base import NONNEGATIVE, POSITIVE, UNIT, UNIT_OPEN, Interval, OneOf, Optimizer, numel, zeros_state
 
 GRAFTINGS = ("adam", "adagrad", "none")
 COUNT = Interval(1, integer=True)
 NEWTON_ITERATIONS = 40
+NEWTON_RIDGE = 16  # × u·‖S‖_F: 40× the largest rounding-negative eigenvalue measured (0.4 u·‖S‖_F)
 
 
 def as_matrix(t: torch.Tensor) -> torch.Tensor:
@@ -46,25 +55,30 @@ def blocks(matrix: torch.Tensor, size: int) -> list[torch.Tensor]:
     return [block for rows in matrix.split(size, dim=0) for block in rows.split(size, dim=1)]
 
 
-def inverse_fourth_root(S: torch.Tensor, eps: float, dtype: torch.dtype, method: str) -> torch.Tensor:
-    """(S + εI)^(−1/4) of a symmetric PSD S, computed in dtype."""
+def inverse_fourth_root(S: torch.Tensor, eps: float, dtype: torch.dtype, method: str,
+                        previous: torch.Tensor | None = None) -> torch.Tensor:
+    """(S + εI)^(−1/4) of a symmetric PSD S, computed in dtype (Newton: see the module doc for its
+    ridge, and `previous`, the root kept should this one come out non-finite)."""
     S_wide = S.to(dtype)
     identity = torch.eye(S.shape[-1], dtype=dtype, device=S.device)
     if method == "eigh":  # rounding noise below 0 clamped
         eigenvalues, eigenvectors = torch.linalg.eigh(S_wide)
-        root = (eigenvectors * (eigenvalues.clamp_min(0) + eps).pow(-0.25)) @ eigenvectors.mT
-    else:  # coupled Newton: X₀ = z^¼·I, M₀ = z·A; T = (5I − M)/4, X ← X·T, M ← T⁴·M; X → A^(−1/4)
-        A = S_wide + eps * identity
-        z = 2.5 / A.norm()  # (p + 1)/(2‖A‖_F): M₀'s eigenvalues in (0, (p + 1)/2]
-        M, root = A * z, identity * z.pow(0.25)
-        for _ in range(NEWTON_ITERATIONS):
-            T = (5 * identity - M) / 4
-            T2 = T @ T
-            M, root = T2 @ T2 @ M, root @ T
-    return root.to(S.dtype)
+        return ((eigenvectors * (eigenvalues.clamp_min(0) + eps).pow(-0.25)) @ eigenvectors.mT).to(S.dtype)
+    # coupled Newton: X₀ = z^¼·I, M₀ = z·A; T = (5I − M)/4, X ← X·T, M ← T⁴·M; X → A^(−1/4)
+    ridge = torch.clamp_min(NEWTON_RIDGE * torch.finfo(S.dtype).eps / 2 * S_wide.norm(), eps)
+    A = S_wide + ridge * identity
+    z = 2.5 / A.norm()  # (p + 1)/(2‖A‖_F): M₀'s eigenvalues in (0, (p + 1)/2]
+    M, root = A * z, identity * z.pow(0.25)
+    for _ in range(NEWTON_ITERATIONS):
+        T = (5 * identity - M) / 4
+        T2 = T @ T
+        M, root = T2 @ T2 @ M, root @ T
+    root = root.to(S.dtype)
+    return root if previous is None else torch.where(torch.isfinite(root).all(), root, previous)
 
 
 class Shampoo(Optimizer):
+    name = "shampoo"
     bounds = dict(lr=NONNEGATIVE, betas=(UNIT_OPEN, UNIT), eps=POSITIVE, weight_decay=NONNEGATIVE,
                   precondition_frequency=COUNT, start_preconditioning_step=COUNT, max_preconditioner_dim=COUNT,
                   grafting=OneOf(GRAFTINGS), grafting_beta2=UNIT_OPEN, grafting_eps=POSITIVE,
@@ -73,12 +87,23 @@ class Shampoo(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-12,
                  weight_decay: float = 0.0, precondition_frequency: int = 10, start_preconditioning_step: int = 10,
                  max_preconditioner_dim: int = 1024, grafting: str = "adam", grafting_beta2: float = 0.999,
-                 grafting_eps: float = 1e-8, root_dtype: torch.dtype = torch.float64, root_method: str | None = None):
+                 grafting_eps: float = 1e-8, root_dtype: torch.dtype = torch.float64, root_method: str | None = None,
+                 maximize: bool = False):
         super().__init__(params, dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, precondition_frequency=precondition_frequency,
             start_preconditioning_step=start_preconditioning_step, max_preconditioner_dim=max_preconditioner_dim,
             grafting=grafting, grafting_beta2=grafting_beta2, grafting_eps=grafting_eps, root_dtype=root_dtype,
-            root_method=root_method))
+            root_method=root_method, maximize=maximize))
+
+    @classmethod
+    def count_state(cls, shape, hyperparameters):
+        """Momentum, the grafting accumulator, and per block of the matrix view its two statistics
+        and their two roots: 2(r² + c²) for an r × c block."""
+        rows, cols = (shape[0], numel(shape[1:])) if len(shape) >= 2 else (1, numel(shape))
+        size = hyperparameters["max_preconditioner_dim"]
+        sides = lambda n: [min(size, n - i) for i in range(0, n, size)]  # noqa: E731
+        grafting = hyperparameters["grafting"] != "none"
+        return numel(shape) * (1 + grafting) + sum(2 * (r * r + c * c) for r in sides(rows) for c in sides(cols))
 
     def init_state(self, state, p, group):
         state["step"] = 0
@@ -112,7 +137,8 @@ class Shampoo(Optimizer):
             if (t - start) % group["precondition_frequency"] == 0:
                 method = group["root_method"] or ("newton" if x.is_cuda else "eigh")
                 for roots, stats in ((state["left_root"], state["left"]), (state["right_root"], state["right"])):
-                    roots[:] = [inverse_fourth_root(S, group["eps"], group["root_dtype"], method) for S in stats]
+                    roots[:] = [inverse_fourth_root(S, group["eps"], group["root_dtype"], method, previous)
+                                for S, previous in zip(stats, roots)]
             direction = torch.empty_like(M)
             pieces = zip(state["left_root"], state["right_root"], blocks(M, size), blocks(direction, size),
                          blocks(M if graft is None else graft, size))

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+import optimizers
 import train_gpt
 from analysis import footprint as fp
 
@@ -76,21 +77,18 @@ def test_state_numbers_match_the_optimizers(wiring):
         opt.step()
     held = sum(t.numel() for opt in opts for state in opt.state.values()
                for t in torch.utils._pytree.tree_leaves(dict(state)) if torch.is_tensor(t) and t.ndim > 0)
-    chosen = fp.group_optimizers(cfg, None)
-    expected = sum(fp.state_numbers(chosen[g], s) for g, shapes in fp.parameter_shapes(cfg).items() for s in shapes)
+    chosen, expected = fp.optimizer_state(cfg, None)
     assert held == expected
+    assert chosen == {group["name"]: type(opt).name for opt in opts for group in opt.param_groups}
 
 
 def test_muon_alone_gives_adam_to_non_matrices():
-    cfg = fp.build_config("speedrun124m", {})
-    assert fp.group_optimizers(cfg, "muon") == {"hidden": "muon", "embed": "adam", "head": "adam", "scalar": "adam"}
-    assert fp.state_numbers("sgd", (10, 10)) == 0 and fp.state_numbers("momentum", (10, 10)) == 100
-
-
-def test_shampoo_blocks():
-    """A 1500 × 3 matrix in blocks of 1024 rows: (1024² + 9 + 476² + 9) × 2 numbers of L, R, roots."""
-    assert fp.shampoo_matrix_numbers((1500, 3)) == 2 * (1024**2 + 9 + 476**2 + 9)
-    assert fp.shampoo_matrix_numbers((7,)) == 2 * (1 + 49)
+    cfg = fp.build_config("tiny", {})
+    chosen, state = fp.optimizer_state(cfg, "muon")
+    assert chosen == {"hidden": "muon", "embed": "adam", "head": "adam", "scalar": "adam"}
+    shapes = fp.parameter_shapes(cfg)
+    assert state == sum(fp.count(s) * (1 if group == "hidden" else 2) for group, ss in shapes.items() for s in ss)
+    assert optimizers.SGD.state_numel((10, 10)) == 0 and optimizers.SGD.state_numel((10, 10), momentum=0.9) == 100
 
 
 def test_cli_prints_the_table(capsys):

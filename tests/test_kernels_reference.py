@@ -145,3 +145,37 @@ with pytest.raises(RuntimeError, match="triton cannot be imported"):
     root = Path(kernels.__file__).parents[1]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr
+
+
+def adamw_float64(w, g, steps, lr, beta1, beta2, eps, weight_decay):
+    """`steps` AdamW steps with the same gradient, written out in float64 (bias corrections exact)."""
+    w, g = w.double(), g.double()
+    m, v = torch.zeros_like(w), torch.zeros_like(w)
+    for t in range(1, steps + 1):
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        w = w * (1 - lr * weight_decay) - lr / (1 - beta1 ** t) * m / ((v / (1 - beta2 ** t)).sqrt() + eps)
+    return w
+
+
+def assert_bias_corrections_exact(run, beta2):
+    """The update of fp32 AdamW after 1 and 3 steps vs float64: 1 − β₂ᵗ computed in fp32 would be off by
+    ~1e-4 (β₂ = 0.9999) to ~1e-3 (0.99999) relative; torch.optim's is ~1e-7. From w = 0, so that the
+    rounding of w to fp32 is relative to the update itself."""
+    hyper = dict(ADAMW, beta2=beta2)
+    for steps in (1, 3):
+        w, g = torch.zeros(300), torch.randn(300)
+        ours = run(w.clone(), g, steps, hyper)
+        assert rel_err(ours, adamw_float64(w, g, steps, **hyper)) < 1e-6, (steps, beta2)
+
+
+@pytest.mark.parametrize("beta2", [0.9999, 0.99999])
+@pytest.mark.parametrize("tensor_step", [False, True])
+def test_fused_adamw_reference_bias_corrections_in_float64(beta2, tensor_step):
+    def run(w, g, steps, hyper):
+        m, v = torch.zeros_like(w), torch.zeros_like(w)
+        for t in range(1, steps + 1):
+            fused_adamw_reference_([w], [g], [m], [v], step=torch.tensor(t) if tensor_step else t, **hyper)
+        return w
+
+    assert_bias_corrections_exact(run, beta2)

@@ -135,3 +135,18 @@ def test_fused_adamw(param_dtypes, master, tensor_step):
     for x, y in zip(m + v + (masters or []), ref_m + ref_v + (ref_masters or [])):
         torch.testing.assert_close(x, y, rtol=ADAMW_TOL[torch.float32], atol=ADAMW_TOL[torch.float32])
     assert all((g == GUARD).all() for g in guards), "a write past the end of a tensor"
+
+
+@pytest.mark.parametrize("beta2", [0.9999, 0.99999])
+@pytest.mark.parametrize("tensor_step", [False, True])
+def test_fused_adamw_bias_corrections_in_float64(beta2, tensor_step):
+    from test_kernels_reference import assert_bias_corrections_exact
+
+    def run(w, g, steps, hyper):
+        m, v = torch.zeros_like(w), torch.zeros_like(w)
+        for t in range(1, steps + 1):
+            kernels.fused_adamw_([w], [g], [m], [v], step=torch.tensor(t) if tensor_step else t, backend="triton",
+                                 **hyper)
+        return w
+
+    assert_bias_corrections_exact(run, beta2)

@@ -158,3 +158,89 @@ def test_defaults_follow_torch_optim():
         for name, parameter in inspect.signature(ours).parameters.items():
             if name in their_params and name != "params":
                 assert parameter.default == their_params[name].default, f"{ours.__name__}.{name}"
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_rejected_param_group_is_not_kept(name):
+    params, loss_fn = problem_for(name)
+    opt = optimizers.get(name)(params[:1], **SETTINGS[name])
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.add_param_group(dict(params=params[1:], lr=-1.0))
+    assert len(opt.param_groups) == 1
+    before = [p.detach().clone() for p in params[1:]]
+    run_steps(opt, params, loss_fn, 2)  # steps only the valid group
+    assert all(torch.equal(p, q) for p, q in zip(params[1:], before))
+
+
+STATE_VARIANTS = {  # further settings whose state differs from SETTINGS'
+    "sgd": [dict(momentum=0.0)], "rmsprop": [dict()], "adam": [dict()], "adamw": [dict(amsgrad=True)],
+    "shampoo": [dict(grafting="none", max_preconditioner_dim=2)],
+    "muon": [dict(normuon=True, normuon_axis="by_shape"), dict(normuon=True, normuon_axis="columns", flatten=True)],
+    "normuon": [dict(normuon_axis="by_shape", split_rows=2)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_registered_name_and_state_numel_match_what_the_optimizer_keeps(name):
+    cls = optimizers.get(name)
+    assert cls.name == name and optimizers.NAMES[name] is cls
+    for settings in [SETTINGS[name], *STATE_VARIANTS.get(name, [])]:
+        params, loss_fn = problem_for(name, seed=2)
+        opt = cls(params, **settings)
+        assert set(cls.hyperparameters()) <= set(opt.param_groups[0]), "every hyperparameter is in each group"
+        run_steps(opt, params, loss_fn, 3)
+        for p in params:
+            held = sum(t.numel() for t in torch.utils._pytree.tree_leaves(dict(opt.state[p])) if torch.is_tensor(t))
+            assert held == cls.state_numel(p.shape, **settings), (name, settings, tuple(p.shape))
+
+
+def test_shampoo_state_per_block():
+    """A 1500 × 3 matrix in blocks of 1024 rows: momentum, and L, R and their roots for each block."""
+    assert optimizers.Shampoo.state_numel((1500, 3), grafting="none") == 4500 + 2 * (1024**2 + 9 + 476**2 + 9)
+    assert optimizers.Shampoo.state_numel((7,)) == 2 * 7 + 2 * (1 + 49)
+
+
+def test_hyperparameters_name_the_optimizer_and_reject_what_it_does_not_take():
+    assert optimizers.AdamW.hyperparameters(lr=0.1)["lr"] == 0.1
+    assert optimizers.NorMuon.hyperparameters()["normuon"] is True
+    assert optimizers.NorMuon.hyperparameters()["ns_steps"] == 5  # Muon's options pass through
+    with pytest.raises(ValueError, match=r"AdamW \('adamw'\) does not take momentum; its hyperparameters: lr, betas"):
+        optimizers.AdamW.state_numel((3, 3), momentum=0.9)
+
+
+def test_defining_a_named_optimizer_registers_it():
+    from optimizers.base import NONNEGATIVE, Optimizer
+
+    try:
+        class SignSGD(Optimizer):
+            name = "signsgd_for_this_test"
+            bounds = dict(lr=NONNEGATIVE)
+
+            def __init__(self, params, lr: float = 1e-3):
+                super().__init__(params, dict(lr=lr))
+
+            @classmethod
+            def count_state(cls, shape, hyperparameters):
+                return 0
+
+            def update_param(self, x, grad, state, group):
+                x.add_(grad.sign(), alpha=-group["lr"])
+
+        assert optimizers.get("signsgd_for_this_test") is SignSGD and SignSGD.state_numel((3, 4)) == 0
+        with pytest.raises(ValueError, match="two optimizers registered as 'adam'"):
+            type("Other", (Optimizer,), {"name": "adam"})
+    finally:
+        optimizers.NAMES.pop("signsgd_for_this_test", None)
+
+
+@pytest.mark.parametrize("name", ["adam", "muon", "shampoo"])
+def test_a_state_dict_saved_before_a_hyperparameter_existed_loads_with_its_default(name):
+    params, loss_fn = problem_for(name)
+    opt = optimizers.get(name)(params, **SETTINGS[name])
+    run_steps(opt, params, loss_fn, 2)
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        del group["maximize"]
+    fresh = optimizers.get(name)(clone_params(params), **SETTINGS[name])
+    fresh.load_state_dict(saved)
+    assert all(group["maximize"] is False for group in fresh.param_groups)

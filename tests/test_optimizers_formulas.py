@@ -174,3 +174,42 @@ def test_shampoo_one_step_is_minus_lr_times_polar_factor(shape):
     (W * torch.from_numpy(G)).sum().backward()
     opt.step()
     np.testing.assert_allclose(W.detach().numpy(), -0.3 * U @ Vt, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape,dtype,block", [
+    ((256,), torch.float32, 1024), ((256,), torch.bfloat16, 1024), ((4, 256), torch.float32, 1024),
+    ((4, 256), torch.bfloat16, 1024), ((16, 1024), torch.float32, 256)], ids=str)
+def test_shampoo_newton_roots_of_rank_deficient_statistics(shape, dtype, block):
+    """Preconditioning from step 2 of a vector or wide blocks: the fp32 statistics have rank 2 and rounding
+    leaves eigenvalues just below 0, where an unguarded Newton iteration returns NaN. From x = 0 (so the
+    bf16 rounding of x is relative to the update) against the float64 reference with exact roots."""
+    g = torch.Generator().manual_seed(sum(shape))
+    grads = [torch.randn(shape, generator=g).to(dtype) for _ in range(3)]
+    kwargs = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-12, weight_decay=0.0, start_preconditioning_step=2,
+                  precondition_frequency=1, max_preconditioner_dim=block, grafting="adam", grafting_beta2=0.999,
+                  grafting_eps=1e-8)
+    p = torch.zeros(shape, dtype=dtype, requires_grad=True)
+    opt = optimizers.Shampoo([p], root_method="newton", **kwargs)
+    update = shampoo_reference(*(kwargs[k] for k in ("lr", "betas", "eps", "weight_decay", "start_preconditioning_step",
+                                                     "precondition_frequency", "max_preconditioner_dim", "grafting",
+                                                     "grafting_beta2", "grafting_eps")))
+    x, state = np.zeros(shape), {}
+    for t, G in enumerate(grads, 1):
+        p.grad = G
+        opt.step()
+        x = update(x, G.double().numpy(), state, t)
+        ours = p.detach().double().numpy()
+        assert np.isfinite(ours).all(), f"step {t}: non-finite parameters"
+        error = np.linalg.norm(ours - x) / np.linalg.norm(x)
+        assert error < (1e-2 if dtype == torch.bfloat16 else 1e-5), f"step {t}: relative error {error:.2e}"
+
+
+def test_shampoo_newton_keeps_the_previous_root_when_a_new_one_is_not_finite():
+    from optimizers.shampoo import inverse_fourth_root
+    previous = 2 * torch.eye(3, dtype=torch.float64)
+    indefinite = -torch.eye(3, dtype=torch.float64)  # no real inverse fourth root: the iteration overflows
+    kept = inverse_fourth_root(indefinite, 1e-12, torch.float64, "newton", previous)
+    assert torch.equal(kept, previous)
+    S = torch.diag(torch.tensor([16.0, 1.0, 0.0625], dtype=torch.float64))
+    root = inverse_fourth_root(S, 1e-12, torch.float64, "newton", previous)
+    torch.testing.assert_close(root, torch.diag(torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)), rtol=1e-9, atol=1e-12)

@@ -16,7 +16,7 @@ import optimizers
 from optimizers.muon import coefficient_schedule
 from optimizer_problems import assert_same_trajectory, clone_params, random_problem, reference_run, run_steps
 
-MATRIX_SHAPES = ((6, 4), (4, 8), (8, 2, 3), (6, 6))  # wide, tall, flattened 3-D, square
+MATRIX_SHAPES = ((6, 4), (4, 8), (8, 2, 3), (6, 6))  # tall, wide, a batch of 8 (or flattened 8 × 6), square
 
 
 def newton_schulz_reference(U, coefficients, eps):
@@ -30,20 +30,29 @@ def newton_schulz_reference(U, coefficients, eps):
     return X if wide else X.T
 
 
-def muon_reference(lr, momentum, nesterov, weight_decay, coefficients, eps, adjust, normuon=None):
+def muon_reference(lr, momentum, nesterov, weight_decay, coefficients, eps, adjust, normuon=None, split_rows=1,
+                   flatten=False, axis="rows"):
+    """Each matrix on its own: a 2-D x (or a flattened one) is one, ≥ 3-D a batch over the last two
+    dimensions; each is cut into split_rows blocks of rows. NorMuon per row, per column, or by shape."""
     def update(x, g, s, t):
-        G = g.reshape(x.shape[0], -1)
-        s["B"] = momentum * s.get("B", 0) + (1 - momentum) * G
-        U = (1 - momentum) * G + momentum * s["B"] if nesterov else s["B"]
-        O = newton_schulz_reference(U, coefficients, eps)
-        if normuon:
-            beta2, eps2 = normuon
-            s["v"] = beta2 * s.get("v", 0) + (1 - beta2) * (O ** 2).mean(axis=1, keepdims=True)
-            normalized = O / (np.sqrt(s["v"]) + eps2)
-            O = normalized * np.linalg.norm(O) / np.linalg.norm(normalized)
-        rows, cols = O.shape
-        scale = 0.2 * math.sqrt(max(rows, cols)) if adjust == "match_rms_adamw" else math.sqrt(max(1, rows / cols))
-        return x * (1 - lr * weight_decay) - lr * scale * O.reshape(x.shape)
+        s["B"] = momentum * s.get("B", 0) + (1 - momentum) * g
+        U = (1 - momentum) * g + momentum * s["B"] if nesterov else s["B"]
+        matrices = U.reshape(1, x.shape[0], -1) if x.ndim == 2 or flatten else U.reshape(-1, *x.shape[-2:])
+        matrices = matrices.reshape(-1, matrices.shape[1] // split_rows, matrices.shape[2])
+        updates = []
+        for i, M in enumerate(matrices):
+            O = newton_schulz_reference(M, coefficients, eps)
+            rows, cols = O.shape
+            if normuon:
+                beta2, eps2 = normuon
+                per_row = axis == "rows" or (axis == "by_shape" and rows >= cols)
+                mean_square = (O ** 2).mean(axis=1 if per_row else 0, keepdims=True)
+                s[i] = beta2 * s.get(i, 0) + (1 - beta2) * mean_square
+                normalized = O / (np.sqrt(s[i]) + eps2)
+                O = normalized * np.linalg.norm(O) / np.linalg.norm(normalized)
+            scale = 0.2 * math.sqrt(max(rows, cols)) if adjust == "match_rms_adamw" else math.sqrt(max(1, rows / cols))
+            updates.append(scale * O)
+        return x * (1 - lr * weight_decay) - lr * np.stack(updates).reshape(x.shape)
 
     return update
 
@@ -56,10 +65,15 @@ MUON_CASES = [
          normuon_beta2=0.9),
     dict(lr=0.03, momentum=0.8, nesterov=True, weight_decay=0.0, ns_coefficients=[(3.0, -3.2, 1.2), (2.0, -1.5, 0.5)],
          ns_steps=3, normuon=True),
+    dict(lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.01, ns_coefficients="polar_express", normuon=True,
+         normuon_axis="by_shape"),
+    dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.0, ns_coefficients="quintic", normuon=True,
+         normuon_axis="columns", flatten=True, split_rows=2),
 ]
 
 
-@pytest.mark.parametrize("kwargs", MUON_CASES, ids=["quintic", "polar-express-adamw-rms", "normuon", "custom"])
+@pytest.mark.parametrize("kwargs", MUON_CASES, ids=["quintic", "polar-express-adamw-rms", "normuon", "custom",
+                                                    "normuon-by-shape", "normuon-columns-flatten-split"])
 def test_muon_matches_float64_reference(kwargs):
     params, loss_fn = random_problem(seed=21, shapes=MATRIX_SHAPES)
     ours_params = clone_params(params)
@@ -71,9 +85,78 @@ def test_muon_matches_float64_reference(kwargs):
         [coefficients[min(i, len(coefficients) - 1)] for i in range(steps)]
     normuon = (kwargs.get("normuon_beta2", 0.95), 1e-10) if kwargs.get("normuon") else None
     update = muon_reference(kwargs["lr"], kwargs["momentum"], kwargs["nesterov"], kwargs["weight_decay"],
-                            coefficients, 1e-7, kwargs.get("adjust_lr_fn"), normuon)
+                            coefficients, 1e-7, kwargs.get("adjust_lr_fn"), normuon, kwargs.get("split_rows", 1),
+                            kwargs.get("flatten", False), kwargs.get("normuon_axis", "rows"))
     reference = reference_run(update, params, loss_fn, 20)
     assert_same_trajectory(ours, reference, rtol=1e-8)
+
+
+def _blocks_apart(fused_kwargs, rows=8, cols=6, steps=4):
+    """Train one fused (3·rows) × cols matrix with the given options and three rows × cols matrices
+    separately on the same gradients; returns (fused parameter, the three stacked)."""
+    g = torch.Generator().manual_seed(30)
+    start = torch.randn(3 * rows, cols, generator=g)
+    fused = start.clone().requires_grad_()
+    apart = [block.clone().requires_grad_() for block in start.chunk(3)]
+    fused_opt = optimizers.Muon([fused], lr=0.02, normuon=True, **fused_kwargs)
+    apart_opt = optimizers.Muon(apart, lr=0.02, normuon=True)
+    for _ in range(steps):
+        grad = torch.randn(3 * rows, cols, generator=g)
+        fused.grad = grad
+        for p, block in zip(apart, grad.chunk(3)):
+            p.grad = block.clone()
+        fused_opt.step()
+        apart_opt.step()
+    return fused.detach(), torch.cat([p.detach() for p in apart])
+
+
+def test_split_rows_orthogonalises_a_fused_qkv_as_three_matrices():
+    """A fused QKV weight (3d × d) with split_rows=3 takes the steps of Q, K and V as separate d × d
+    matrices: their own orthogonalisation, lr scale 1 (not √3) and NorMuon statistics."""
+    fused, apart = _blocks_apart(dict(split_rows=3), rows=6, cols=6)
+    torch.testing.assert_close(fused, apart, rtol=1e-6, atol=1e-7)
+    unsplit, apart = _blocks_apart({}, rows=6, cols=6)
+    assert (unsplit - apart).abs().max() > 1e-3  # one 18 × 6 matrix is a different update
+
+
+def test_three_dimensional_weights_are_batches_of_matrices_as_in_the_public_muon():
+    g = torch.Generator().manual_seed(31)
+    stacked = torch.randn(3, 5, 4, generator=g).requires_grad_()
+    apart = [m.clone().requires_grad_() for m in stacked.detach()]
+    opts = optimizers.Muon([stacked], lr=0.05), optimizers.Muon(apart, lr=0.05)
+    for _ in range(3):
+        grad = torch.randn(3, 5, 4, generator=g)
+        stacked.grad = grad
+        for p, m in zip(apart, grad):
+            p.grad = m.clone()
+        for opt in opts:
+            opt.step()
+    torch.testing.assert_close(stacked.detach(), torch.stack([p.detach() for p in apart]), rtol=1e-6, atol=1e-7)
+
+
+def test_split_rows_must_divide_the_rows():
+    with pytest.raises(ValueError, match=r"split_rows=3 does not divide the 8 rows of a parameter of shape \(8, 4\)"):
+        optimizers.Muon([torch.zeros(8, 4, requires_grad=True)], split_rows=3)
+
+
+def test_newton_schulz_coefficients_by_name_per_group():
+    g = torch.Generator().manual_seed(23)
+    params = [torch.randn(s, generator=g) for s in MATRIX_SHAPES]
+    both, quintic, express = clone_params(params), clone_params(params), clone_params(params)
+    together = optimizers.Muon([dict(params=both[:2], ns_coefficients="quintic"),
+                                dict(params=both[2:], ns_coefficients="polar_express")], lr=0.02)
+    alone = [optimizers.Muon(quintic, lr=0.02, ns_coefficients="quintic"),
+             optimizers.Muon(express, lr=0.02, ns_coefficients="polar_express")]
+    for _ in range(3):
+        grads = [torch.randn(s, generator=g) for s in MATRIX_SHAPES]
+        for ps in (both, quintic, express):
+            for p, grad in zip(ps, grads):
+                p.grad = grad.clone()
+        for opt in [together, *alone]:
+            opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(both[:2], quintic[:2]))
+    assert all(torch.equal(p, q) for p, q in zip(both[2:], express[2:]))
+    assert not torch.allclose(quintic[2], express[2])
 
 
 def test_normuon_is_muon_with_the_option_on():
@@ -158,16 +241,35 @@ def test_split_muon_params_is_generic_over_modules():
     assert muon == [] and len(adam) == 7
 
 
-# --- distributed: 2 gloo processes must give what 1 process gives ---------------------------------
+# --- distributed: 2 and 3 gloo processes must give what 1 process gives ---------------------------
 
-DIST_SHAPES = ((6, 4), (6, 4), (6, 4), (4, 6), (5, 5), (5, 5), (3, 2, 4))  # odd counts: padded shares
+DIST_SHAPES = ((6, 4), (6, 4), (6, 4), (4, 6), (5, 5), (5, 5), (3, 2, 4), (6, 4))  # odd counts: padded shares
+MODES = {  # name: (Muon options, whether each rank passes its own gradients)
+    "all-reduced": (dict(), False),
+    "reduce-scatter": (dict(reduce_gradients=True), True),
+    "reduce-scatter-bf16": (dict(reduce_gradients=True, gather_dtype=torch.bfloat16), True),
+}
 
 
-def _muon_run(steps=4):
-    """Two groups (Muon and NorMuon) over several same-shape matrices; returns params and NS workload."""
+def _gradients(step, rank, world):
+    """This rank's gradients at a step, or (rank None) their mean over the ranks, as an all-reduce gives."""
+    def of(r):
+        g = torch.Generator().manual_seed(1000 * step + r)
+        return [torch.randn(s, generator=g, dtype=torch.float64) for s in DIST_SHAPES]
+    if rank is not None:
+        return of(rank)
+    per_rank = [of(r) for r in range(world)]
+    return [sum(gs[1:], gs[0]) / world for gs in zip(*per_rank)]
+
+
+def _muon_run(options, local, world, rank, steps=4):
+    """Three groups (Muon; NorMuon by shape over a 3-D batch; a split_rows=3 matrix); returns the
+    parameters, the number of matrices this process orthogonalised per step, and how many
+    parameters it keeps state for."""
     g = torch.Generator().manual_seed(5)
     params = [torch.randn(s, generator=g, dtype=torch.float64, requires_grad=True) for s in DIST_SHAPES]
-    opt = optimizers.Muon([dict(params=params[:4]), dict(params=params[4:], normuon=True)], lr=0.02, weight_decay=0.01)
+    opt = optimizers.Muon([dict(params=params[:4]), dict(params=params[4:7], normuon=True, normuon_axis="by_shape"),
+                           dict(params=params[7:], split_rows=3)], lr=0.02, weight_decay=0.01, **options)
     orthogonalized = []
     ns = kernels.newton_schulz
 
@@ -177,13 +279,13 @@ def _muon_run(steps=4):
 
     kernels.newton_schulz = counting
     try:
-        for _ in range(steps):
-            for p in params:  # the same gradients on every rank, as after an all-reduce
-                p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64)
+        for step in range(steps):
+            for p, grad in zip(params, _gradients(step, rank if local else None, world)):
+                p.grad = grad
             opt.step()
     finally:
         kernels.newton_schulz = ns
-    return [p.detach() for p in params], sum(orthogonalized) // steps
+    return [p.detach() for p in params], sum(orthogonalized) // steps, len(opt.state)
 
 
 def _distributed_worker(rank, world, port, out_dir):
@@ -191,23 +293,89 @@ def _distributed_worker(rank, world, port, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        params, workload = _muon_run()
-        torch.save({"params": params, "workload": workload}, os.path.join(out_dir, f"rank{rank}.pt"))
+        results = {name: _muon_run(options, local, world, rank) for name, (options, local) in MODES.items()}
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def test_distributed_muon_matches_one_process(tmp_path):
+@pytest.mark.parametrize("world", [2, 3])
+def test_distributed_muon_matches_one_process(tmp_path, world):
+    """All-reduced gradients, or each rank's own reduce-scattered by Muon: the parameters of every rank
+    equal one process's given the mean gradients (bf16 all-gathers: within bf16 rounding), and each
+    rank orthogonalises only its share of every group and shape."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_distributed_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    single, single_workload = _muon_run()
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    for result in ranks:
-        for p, q in zip(result["params"], single):
+    mp.start_processes(_distributed_worker, args=(world, port, str(tmp_path)), nprocs=world, join=True,
+                       start_method="fork")  # forked: the children need not import torch again
+    single, single_workload, _ = _muon_run({}, False, world, None)
+    alone_reducing = _muon_run(dict(reduce_gradients=True), False, world, None)[0]  # one process: nothing to reduce
+    assert all(torch.equal(p, q) for p, q in zip(alone_reducing, single))
+    matrices = [1, 1, 1, 1, 1, 1, 3, 3]  # per parameter: the 3-D one is 3 matrices, the split one 3 blocks
+    assert single_workload == sum(matrices)
+    batches = [[0, 1, 2], [3], [4, 5], [6], [7]]  # (group, matrix shape) batches, as parameter indices
+    share = sum(math.ceil(sum(matrices[i] for i in batch) / world) for batch in batches)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    for name in MODES:
+        tolerance = dict(rtol=1e-3, atol=1e-3) if name.endswith("bf16") else dict(rtol=1e-12, atol=1e-14)
+        for rank, results in enumerate(ranks):
+            params, workload, stateful = results[name]
+            for p, q in zip(params, single):
+                torch.testing.assert_close(p, q, **tolerance, msg=lambda m: f"{name}, rank {rank}: {m}")
+            assert workload == share < single_workload, name
+            if name.startswith("reduce"):  # the momentum of a matrix lives on the rank that orthogonalises it
+                assert stateful < len(DIST_SHAPES), name
+
+
+def _ddp_run(rank, world, steps=4):
+    """A small net: Muon (reduce_gradients=True) for its hidden matrices, kept out of DDP's all-reduce,
+    AdamW for the rest through DDP; each rank trains on its slice of every batch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    hidden = {"0.weight", "2.weight"}
+    if world > 1:
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(net, sorted(hidden))
+        runner = nn.parallel.DistributedDataParallel(net)
+    else:
+        runner = net
+    named = dict(net.named_parameters())
+    muon = optimizers.Muon([named[n] for n in sorted(hidden)], lr=0.02, reduce_gradients=True)
+    adam = optimizers.AdamW([p for n, p in named.items() if n not in hidden], lr=0.01)
+    for step in range(steps):
+        g = torch.Generator().manual_seed(step)
+        x, y = torch.randn(12, 8, generator=g, dtype=torch.float64), torch.randn(12, 4, generator=g, dtype=torch.float64)
+        ((runner(x.chunk(world)[rank]) - y.chunk(world)[rank]) ** 2).mean().backward()
+        for opt in (muon, adam):
+            opt.step()
+            opt.zero_grad()
+    return [p.detach() for p in net.parameters()]
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.save(_ddp_run(rank, world), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_muon_reducing_its_own_gradients_beside_ddp_matches_one_process(tmp_path):
+    """The trainer's wiring: DDP ignores Muon's parameters, Muon reduce-scatters their gradients."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    single = _ddp_run(0, 1)
+    for rank in range(2):
+        for p, q in zip(torch.load(tmp_path / f"rank{rank}.pt"), single):
             torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
-    # each rank orthogonalises its half of every shape's matrices (rounded up), not all of them
-    assert single_workload == len(DIST_SHAPES)
-    share = sum(math.ceil(DIST_SHAPES.count(s) / 2) for s in set(DIST_SHAPES))
-    assert [r["workload"] for r in ranks] == [share, share] and share < single_workload
+
+
+def test_dtypes_may_be_given_by_name():
+    opt = optimizers.Muon([torch.zeros(4, 4, requires_grad=True)], ns_dtype="float32", gather_dtype="bfloat16")
+    assert opt.param_groups[0]["ns_dtype"] is torch.float32 and opt.param_groups[0]["gather_dtype"] is torch.bfloat16
+    with pytest.raises(ValueError, match="gather_dtype must be one of"):
+        optimizers.Muon([torch.zeros(4, 4, requires_grad=True)], gather_dtype="bf16")
