@@ -104,6 +104,9 @@ class Config:
     eps: float = knob(1e-10, "ε of every group whose optimizer takes eps", "optimizer", between(0, 1))
     momentum: float = knob(0.95, "momentum of every group whose optimizer takes momentum (Muon, SGD)", "optimizer",
                            between(0, 1))
+    split_qkv: bool = knob(False, "the hidden optimizer treats the fused QKV weight as three matrices (Muon: "
+                                  "split_rows=3, each orthogonalised on its own, as the records' separate Q, K, V)",
+                           "optimizer")
     # schedule: linear warmup, constant, linear cooldown (warmup–stable–decay); validation cadence
     num_iterations: int = knob(1750, "training steps", "schedule", POSITIVE)
     warmup_frac: float = knob(0.0, "fraction of steps of linear warmup from 0", "schedule", FRACTION)
@@ -386,7 +389,7 @@ def optimizer_table(cfg: Config) -> dict[str, dict]:
     }
     taken = set()
     for group, row in rows.items():
-        takes = optimizers.get(row["optimizer"]).bounds
+        takes = optimizers.get(row["optimizer"]).hyperparameters()
         for name in row.keys() - {"optimizer"}:
             if name not in takes:
                 raise ConfigError(f"group {group}: optimizer {row['optimizer']} takes no {name!r} "
@@ -407,12 +410,21 @@ def optimizer_table(cfg: Config) -> dict[str, dict]:
 def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
     """One optimizer per distinct name in the table, holding its groups (each with its own hyperparameters)."""
     params, by_name = parameter_groups(model), {}
+    fused_qkv = {id(block.attn.qkv.weight) for block in model.blocks}
     for group, row in optimizer_table(cfg).items():
         if params[group]:
             row = dict(row)
             name = row.pop("optimizer")
             row["lr"] = schedule.scale_lr(row["lr"], cfg.global_batch_tokens, cfg.lr_base_batch_tokens, cfg.lr_scaling)
-            by_name.setdefault(name, []).append(dict(params=params[group], initial_lr=row["lr"], name=group, **row))
+            parts = [params[group]]
+            if group == "hidden" and cfg.split_qkv:
+                if "split_rows" not in optimizers.get(name).hyperparameters():
+                    raise ConfigError(f"--split_qkv needs a hidden optimizer that takes split_rows (muon, normuon), "
+                                      f"not {name}")
+                parts = [[p for p in params[group] if id(p) in fused_qkv], [p for p in params[group] if id(p) not in fused_qkv]]
+            for k, part in enumerate(parts):
+                split = {"split_rows": 3} if len(parts) == 2 and k == 0 else {}
+                by_name.setdefault(name, []).append(dict(params=part, initial_lr=row["lr"], name=group, **row, **split))
     built = []
     for name, groups in by_name.items():
         try:
@@ -567,6 +579,10 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     cuda = d.device.type == "cuda"
     compiled = cfg.compile == "true" or (cfg.compile == "auto" and cuda)
     net = torch.compile(model) if compiled else model  # compiled inside DDP: DDP's own hooks stay out of the graph
+    if d.world > 1:  # parameters whose optimizer reduce-scatters their gradients itself stay out of DDP's all-reduce
+        own = {id(p) for o in opts for g in o.param_groups if g.get("reduce_gradients") for p in g["params"]}
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            net, [name for name, p in net.named_parameters() if id(p) in own])
     ddp = net if d.world == 1 else nn.parallel.DistributedDataParallel(
         net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False)  # the only buffers: rotary
     bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda)

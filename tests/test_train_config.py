@@ -9,7 +9,7 @@ import torch
 
 import train_gpt
 from runtime.config import ROLES, ConfigError, keys_where
-from tests.trainer import ROOT, SMALL, run
+from tests.trainer import ROOT, SMALL, logs, losses, run
 
 
 def test_every_key_declares_a_role_and_a_range():
@@ -83,3 +83,33 @@ def test_resume_refuses_a_seq_len_change_with_learned_positions_even_when_forced
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "holds another model shape (seq_len: 64 in checkpoint, 32 now)" in lines[0]
     assert torch.load(tmp_path / "ckpt" / "p" / "step_000003" / "rank0.pt", weights_only=False)["step"] == 3
+
+
+def test_split_qkv_gives_the_fused_qkv_weights_their_own_muon_group():
+    cfg, _, _ = train_gpt.parse_args(["--preset=tiny", "--split_qkv"], cuda=False)
+    model = train_gpt.GPT(cfg)
+    muon = train_gpt.build_optimizers(cfg, model)[0]
+    qkv = [g for g in muon.param_groups if g.get("split_rows") == 3]
+    assert len(qkv) == 1 and {id(p) for p in qkv[0]["params"]} == {id(b.attn.qkv.weight) for b in model.blocks}
+    assert sum(len(g["params"]) for g in muon.param_groups) == len(train_gpt.parameter_groups(model)["hidden"])
+    with pytest.raises(ConfigError, match="--split_qkv needs a hidden optimizer that takes split_rows"):
+        train_gpt.build_optimizers(dataclasses.replace(cfg, opt_hidden="adamw"), model)
+
+
+def test_muon_options_reach_the_optimizer_through_hp_hidden():
+    cfg, _, _ = train_gpt.parse_args(
+        ["--preset=tiny", "--hp_hidden=ns_coefficients=polar_express normuon=true normuon_axis=by_shape"], cuda=False)
+    group = train_gpt.build_optimizers(cfg, train_gpt.GPT(cfg))[0].param_groups[0]
+    assert (group["ns_coefficients"], group["normuon"], group["normuon_axis"]) == ("polar_express", True, "by_shape")
+
+
+def test_muon_reduce_scatter_on_two_ranks_matches_one_rank(tmp_path):
+    """--hp_hidden=reduce_gradients=true: DDP leaves the hidden matrices to Muon's own reduce-scatter."""
+    args = [*SMALL, f"--log_dir={tmp_path}", "--num_iterations=4", "--val_every=2", "--micro_batch_tokens=512"]
+    one = run([*args, "--run_id=one"])
+    two = run([*args, "--run_id=two", "--hp_hidden=reduce_gradients=true"], nproc=2)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    (a, _), (b, _) = logs(tmp_path, "one"), logs(tmp_path, "two")
+    for (s1, x), (s2, y) in zip(losses(a, "train_loss") + losses(a, "val_loss"),
+                                losses(b, "train_loss") + losses(b, "val_loss"), strict=True):
+        assert s1 == s2 and abs(x - y) <= 2e-4, (a, b)
