@@ -32,6 +32,7 @@ from data.loader import FINEWEB_DIR, ShardLoader, find_shards
 from data.shards import ShardError, read_header, read_shard
 from optimizers import schedule
 from runtime import checkpoint as ckpt
+from runtime import footprint
 from runtime import config as schema
 from runtime import spectral
 from runtime.config import ConfigError, at_least, between, knob, one_of
@@ -608,6 +609,9 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         step, train_ms = resumed["step"], resumed["train_time_ms"]
         log.summary["resumed"].append({"from": str(resume_from), "step": step})
         log.print(f"# resumed from {resume_from} at step {step}")
+    memory = footprint.estimate(cfg, n_params, *footprint.optimizer_state(opts), policy="autocast" if bf16 else "fp32")
+    log.print(f"footprint estimate per device (runtime/footprint.py): {memory.total / 2**20:,.0f} MiB = " +
+              ", ".join(f"{name} {value / 2**20:,.0f}" for name, value in memory.rows.items()))
     wiring = ", ".join(f"{type(o).__name__}({'+'.join(g['name'] for g in o.param_groups)})" for o in opts)
     log.print(f"run {run_id}: {n_params:,} parameters, {d.world} × {d.device.type}, "
               f"{loader.accum} accumulation step(s) of {cfg.micro_batch_tokens} tokens, optimizers: {wiring}")
@@ -687,14 +691,14 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         name = signals.received or "a signal on another rank"
         log.print(f"# stopped by {name} at step {step}; resume with --run_id={run_id} --resume=auto (checkpoint {path})")
         status, exit_code = "preempted", signals.exit_code()
-    log.print(peak_memory(d))
+    log.print(f"{peak_memory(d)}; footprint estimate {memory.total / 2**20:,.0f} MiB")
     tokens = step * cfg.global_batch_tokens
     if status == "complete":
         log.print(f"final val_loss:{val_loss:.4f} after {step} steps ({tokens:,} tokens) in {train_ms / 1000:.1f}s; "
                   f"target {cfg.target_val_loss} {'reached' if reached else 'not reached'}")
     log.save_summary(status=status, final_val_loss=val_loss, train_time_ms=train_ms, steps=step, tokens=tokens,
                      reached_target=reached, target_val_loss=cfg.target_val_loss, n_params=n_params,
-                     peak_memory=peak_memory(d))
+                     peak_memory=peak_memory(d), footprint_estimate_mib=round(memory.total / 2**20))
     log.close()
     return exit_code
 

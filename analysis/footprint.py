@@ -22,7 +22,6 @@ fp32 activations double these bytes. Formulas, figures and limits: docs/analysis
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 
@@ -30,14 +29,9 @@ import torch
 
 import optimizers
 import train_gpt
+from runtime import footprint as formulas
+from runtime.footprint import POLICIES, Footprint
 
-GB = 1e9
-# bytes per parameter: weights, gradients, fp32 master copy; bytes per activation number
-POLICIES = {
-    "fp32": dict(weight=4, grad=4, master=0, activation=4),
-    "autocast": dict(weight=4, grad=4, master=0, activation=2),  # torch.autocast: fp32 weights, 16-bit matmuls
-    "mixed": dict(weight=2, grad=2, master=4, activation=2),  # 16-bit weights and grads, fp32 master (ZeRO's)
-}
 REFERENCE_SHAPES = {  # shapes from the papers, as train_gpt configs
     "gpt2-xl": dict(train_gpt.PRESETS["gpt2classic"], n_layer=48, model_dim=1600, n_head=25, vocab_size=50257,
                     seq_len=1024),
@@ -63,14 +57,7 @@ def optimizer_state(cfg: train_gpt.Config, optimizer: str | None) -> tuple[dict[
     if optimizer is None:
         with torch.device("meta"):
             model = train_gpt.GPT(cfg)
-        chosen, state = {}, 0
-        for opt in train_gpt.build_optimizers(cfg, model):
-            cls = type(opt)
-            for group in opt.param_groups:
-                chosen[group["name"]] = cls.name
-                hyperparameters = {k: group[k] for k in cls.hyperparameters()}
-                state += sum(cls.state_numel(p.shape, **hyperparameters) for p in group["params"])
-        return chosen, state
+        return formulas.optimizer_state(train_gpt.build_optimizers(cfg, model))
     cls = optimizers.get(optimizer)
     chosen, state = {}, 0
     for group, shapes in parameter_shapes(cfg).items():
@@ -80,63 +67,14 @@ def optimizer_state(cfg: train_gpt.Config, optimizer: str | None) -> tuple[dict[
     return chosen, state
 
 
-def model_state_bytes(n_params: int, state: int, policy: str, zero: int = 0, dp: int = 1) -> dict[str, float]:
-    """Per-GPU bytes of weights, gradients and optimizer states (master copy + `state` fp32 numbers),
-    partitioned over dp ranks by ZeRO stage 1 (states), 2 (+ gradients), 3 (+ weights)."""
-    if zero not in (0, 1, 2, 3) or dp < 1:
-        raise ValueError(f"ZeRO stage must be 0..3 and dp >= 1, got zero={zero} dp={dp}")
-    p = POLICIES[policy]
-    share = lambda stage: dp if zero >= stage else 1  # noqa: E731
-    return {"parameters": p["weight"] * n_params / share(3), "gradients": p["grad"] * n_params / share(2),
-            "optimizer states": (p["master"] * n_params + 4 * state) / share(1)}
-
-
-def activation_bytes(cfg: train_gpt.Config, micro_batch: int, policy: str, checkpointing: bool,
-                     model: str = "korthikanti", flash: bool = True) -> dict[str, float]:
-    """Bytes kept for the backward pass: the transformer layers, and the output logits (see module doc)."""
-    s, b, h, a, L = cfg.seq_len, micro_batch, cfg.model_dim, cfg.n_head, cfg.n_layer
-    scale = POLICIES[policy]["activation"] / 2  # the per-layer coefficients count 16-bit activations
-    sbh = s * b * h * scale
-    if model == "korthikanti":
-        layer = sbh * (18 + 4 * cfg.mlp_ratio + (0 if flash else 5 * a * s / h))
-        layers = L * 2 * sbh + layer if checkpointing else L * layer
-    elif model == "zero":
-        layers = L * 24 * sbh / (math.sqrt(L) if checkpointing else 1)
-    else:
-        raise ValueError(f"unknown activation model {model!r}; choose korthikanti or zero")
-    logits = s * b * cfg.vocab_size * 4 * (2 if cfg.logit_softcap > 0 else 1)
-    return {"activations (layers)": layers, "activations (logits)": logits}
-
-
-@dataclasses.dataclass
-class Footprint:
-    n_params: int
-    optimizers: dict[str, str]
-    rows: dict[str, float]  # bytes per GPU
-
-    @property
-    def total(self) -> float:
-        return sum(self.rows.values())
-
-    def table(self) -> str:
-        lines = [f"{'per GPU':<24}{'MB':>12}{'GB':>10}{'GiB':>10}"]
-        for name, value in [*self.rows.items(), ("total", self.total)]:
-            lines.append(f"{name:<24}{value / 1e6:>12.1f}{value / GB:>10.2f}{value / 2**30:>10.2f}")
-        return "\n".join(lines)
-
-
 def footprint(cfg: train_gpt.Config, optimizer: str | None = None, policy: str = "autocast", zero: int = 0,
               dp: int = 1, micro_batch: int | None = None, checkpointing: bool = False,
               activation_model: str = "korthikanti", flash: bool = True) -> Footprint:
     """Per-GPU bytes of training cfg's GPT; micro_batch in sequences (default: the config's micro batch)."""
-    if policy not in POLICIES:
-        raise ValueError(f"unknown precision policy {policy!r}; choose one of {', '.join(POLICIES)}")
     n_params = sum(count(s) for group in parameter_shapes(cfg).values() for s in group)
     chosen, state = optimizer_state(cfg, optimizer)
-    micro_batch = micro_batch or max(cfg.micro_batch_tokens // cfg.seq_len, 1)
-    rows = {**model_state_bytes(n_params, state, policy, zero, dp),
-            **activation_bytes(cfg, micro_batch, policy, checkpointing, activation_model, flash)}
-    return Footprint(n_params, chosen, rows)
+    return formulas.estimate(cfg, n_params, chosen, state, policy, zero, dp, micro_batch, checkpointing,
+                             activation_model, flash)
 
 
 def build_config(preset: str, overrides: dict) -> train_gpt.Config:

@@ -1,4 +1,4 @@
-"""analysis/footprint.py against the decks' (ZeRO paper's) figures, the real model and the real optimizers."""
+"""analysis/footprint.py and the formulas of runtime/footprint.py against the decks' (ZeRO paper's) figures, the real model and the real optimizers."""
 import math
 
 import pytest
@@ -7,6 +7,7 @@ import torch
 import optimizers
 import train_gpt
 from analysis import footprint as fp
+from runtime import footprint as formulas
 
 GPT2_XL = fp.build_config("gpt2-xl", {})
 
@@ -33,20 +34,20 @@ def test_gpt2_xl_mixed_adam_model_states_are_16_psi_about_24_gb():
     states = result.rows["parameters"] + result.rows["gradients"] + result.rows["optimizer states"]
     assert result.n_params == 1_557_611_200  # GPT-2 XL, "1.5B"
     assert states == 16 * result.n_params
-    assert within(states / fp.GB, 24)
+    assert within(states / formulas.GB, 24)
 
 
 def test_gpt2_xl_activations_about_60_gb_and_8_gb_with_checkpointing():
-    full = fp.activation_bytes(GPT2_XL, 32, "mixed", checkpointing=False, model="zero")["activations (layers)"]
-    saved = fp.activation_bytes(GPT2_XL, 32, "mixed", checkpointing=True, model="zero")["activations (layers)"]
-    assert within(full / fp.GB, 60) and within(saved / fp.GB, 8)
+    full = formulas.activation_bytes(GPT2_XL, 32, "mixed", checkpointing=False, model="zero")["activations (layers)"]
+    saved = formulas.activation_bytes(GPT2_XL, 32, "mixed", checkpointing=True, model="zero")["activations (layers)"]
+    assert within(full / formulas.GB, 60) and within(saved / formulas.GB, 8)
 
 
 def test_zero_stages_reproduce_the_papers_figure_1():
     """Ψ = 7.5B, K = 12 (mixed Adam), N_d = 64: 120, 31.4, 16.6 and 1.88 GB per GPU."""
     psi = 7.5e9
     for stage, expected in enumerate([120, 31.4, 16.6, 1.88]):
-        total = sum(fp.model_state_bytes(psi, 2 * psi, "mixed", zero=stage, dp=64).values()) / fp.GB
+        total = sum(formulas.model_state_bytes(psi, 2 * psi, "mixed", zero=stage, dp=64).values()) / formulas.GB
         assert within(total, expected, 0.02), (stage, total)
 
 
@@ -54,10 +55,10 @@ def test_korthikanti_layer_count():
     """34·sbh + 5·a·s²·b bytes per layer at MLP ratio 4; flash drops the scores; checkpointing keeps 2sbh."""
     cfg = train_gpt.Config(n_layer=3, model_dim=96, n_head=4, seq_len=128, vocab_size=100, logit_softcap=0)
     s, b, h, a = 128, 5, 96, 4
-    rows = fp.activation_bytes(cfg, b, "mixed", checkpointing=False, flash=False)
+    rows = formulas.activation_bytes(cfg, b, "mixed", checkpointing=False, flash=False)
     assert rows["activations (layers)"] == pytest.approx(3 * (34 * s * b * h + 5 * a * s * s * b))
     assert rows["activations (logits)"] == 4 * s * b * 100
-    flash = fp.activation_bytes(cfg, b, "fp32", checkpointing=True)
+    flash = formulas.activation_bytes(cfg, b, "fp32", checkpointing=True)
     assert flash["activations (layers)"] == pytest.approx(2 * (3 * 2 * s * b * h + 34 * s * b * h))
 
 
