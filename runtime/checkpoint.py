@@ -84,6 +84,7 @@ def load_resume(path: Path, cfg, file_hashes: dict[str, str], d: Dist) -> dict:
     if state["world"] != d.world:
         raise ConfigError(f"{path} was written by {state['world']} rank(s), this run has {d.world}; use the same world size")
     rule = {f.name: ROLES[role_of(f)].on_resume for f in dataclasses.fields(cfg)}
+    old = {**{f.name: f.default for f in dataclasses.fields(cfg)}, **old}  # keys newer than the checkpoint: defaults
     shape = [f"{k}: {old.get(k)} in checkpoint, {new[k]} now" for k in sorted(new)
              if rule[k] == "refuse" and old.get(k) != new[k]]
     if shape:
