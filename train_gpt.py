@@ -28,8 +28,8 @@ from torch.utils.checkpoint import checkpoint
 
 import optimizers
 from data import embedded
-from data.loader import FINEWEB_DIR, ShardLoader, find_shards
-from data.shards import ShardError, read_header, read_shard
+from data.loader import FINEWEB_DIR, ShardLoader, check_shards, find_shards
+from data.shards import ShardError
 from optimizers import schedule
 from runtime import checkpoint as ckpt
 from runtime import footprint
@@ -354,24 +354,6 @@ def parameter_groups(model: GPT) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def parse_hyperparameters(key: str, text: str) -> dict:
-    """'betas=0.9,0.99 eps=1e-8 nesterov=false' → {"betas": (0.9, 0.99), "eps": 1e-8, "nesterov": False}."""
-    def value(v: str):
-        if "," in v:
-            return tuple(value(x) for x in v.split(","))
-        if v.lower() in ("true", "false"):
-            return v.lower() == "true"
-        for kind in (int, float):
-            with contextlib.suppress(ValueError):
-                return kind(v)
-        return v
-    pairs = [item.partition("=") for item in text.split()]
-    bad = [name for name, eq, v in pairs if not (name and eq and v)]
-    if bad:
-        raise ConfigError(f"--{key}={text!r}: write hyperparameters as 'name=value name=value' ({bad[0]!r} is not)")
-    return {name: value(v) for name, _, v in pairs}
-
-
 def optimizer_table(cfg: Config) -> dict[str, dict]:
     """Each group's row: its optimizer name, lr, and the hyperparameters handed to that optimizer.
 
@@ -383,10 +365,10 @@ def optimizer_table(cfg: Config) -> dict[str, dict]:
     shared = {"betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps, "momentum": cfg.momentum}
     rows = {
         "hidden": dict(optimizer=cfg.opt_hidden, lr=cfg.lr_hidden, weight_decay=cfg.weight_decay,
-                       **parse_hyperparameters("hp_hidden", cfg.hp_hidden)),
-        "embed": dict(optimizer=cfg.opt_embed, lr=cfg.lr_embed, **parse_hyperparameters("hp_embed", cfg.hp_embed)),
-        "head": dict(optimizer=cfg.opt_head, lr=cfg.lr_head, **parse_hyperparameters("hp_head", cfg.hp_head)),
-        "scalar": dict(optimizer=cfg.opt_scalar, lr=cfg.lr_scalar, **parse_hyperparameters("hp_scalar", cfg.hp_scalar)),
+                       **schema.parse_assignments("hp_hidden", cfg.hp_hidden)),
+        "embed": dict(optimizer=cfg.opt_embed, lr=cfg.lr_embed, **schema.parse_assignments("hp_embed", cfg.hp_embed)),
+        "head": dict(optimizer=cfg.opt_head, lr=cfg.lr_head, **schema.parse_assignments("hp_head", cfg.hp_head)),
+        "scalar": dict(optimizer=cfg.opt_scalar, lr=cfg.lr_scalar, **schema.parse_assignments("hp_scalar", cfg.hp_scalar)),
     }
     taken = set()
     for group, row in rows.items():
@@ -452,19 +434,8 @@ def data_files(cfg: Config, master: bool = True) -> tuple[list[str], list[str]]:
         barrier()
         patterns = embedded.prepare(cfg.tokenizer)
     train, val = find_shards(cfg.dataset, cfg.train_files, cfg.val_files, patterns)
-    sizes = [read_header(path) for path in train]
-    wanted, held = cfg.num_iterations * cfg.global_batch_tokens + 1, sum(sizes)
-    if wanted > held and not cfg.reuse_data:
-        more = math.ceil((wanted - held) / max(sizes))
-        fetch = (f"python data/cached_fineweb10B.py {len(train) + more}" if cfg.dataset == "fineweb10B"
-                 and not cfg.train_files else f"{more} more shard(s) of {max(sizes):,} tokens")
-        raise ConfigError(f"the run needs {wanted:,} training tokens but the {len(train)} shard(s) hold {held:,}: "
-                          f"get {fetch}, or pass --reuse_data to read them again")
-    needed = math.ceil(cfg.num_iterations * cfg.global_batch_tokens / sizes[0]) + 1
-    for i, path in enumerate(train + val):
-        read_header(path)
-        if i < needed or i >= len(train):
-            read_shard(path, vocab_size=cfg.vocab_size)
+    check_shards(train, val, cfg.num_iterations * cfg.global_batch_tokens + 1, cfg.vocab_size, cfg.reuse_data,
+                 fineweb=cfg.dataset == "fineweb10B" and not cfg.train_files)
     return train, val
 
 

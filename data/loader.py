@@ -6,12 +6,13 @@ r·accum + k, so any (world, accum) with the same product sees the same data per
 from __future__ import annotations
 
 import glob
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .shards import ShardError, read_shard
+from .shards import ShardError, read_header, read_shard
 
 FINEWEB_DIR = Path(__file__).resolve().parent / "fineweb10B"
 
@@ -33,6 +34,25 @@ def find_shards(dataset: str, train_pattern: str, val_pattern: str, embedded_pat
             hint = " Download them: python data/cached_fineweb10B.py 8" if "fineweb" in pattern else ""
             raise ShardError(f"no {kind} shards match {pattern}.{hint}")
     return files
+
+
+def check_shards(train: list[str], val: list[str], tokens_needed: int, vocab_size: int, reuse: bool,
+                 fineweb: bool) -> None:
+    """Before training: the training shards must hold the tokens the run reads (unless `reuse`, which lets
+    the loader wrap to the first shard), every header must be valid, and the token ids of the shards the
+    run reads must fit the vocabulary. The error names what to download."""
+    sizes = [read_header(path) for path in train]
+    if tokens_needed > sum(sizes) and not reuse:
+        more = math.ceil((tokens_needed - sum(sizes)) / max(sizes))
+        fetch = (f"python data/cached_fineweb10B.py {len(train) + more}" if fineweb
+                 else f"{more} more shard(s) of {max(sizes):,} tokens")
+        raise ShardError(f"the run needs {tokens_needed:,} training tokens but the {len(train)} shard(s) hold "
+                         f"{sum(sizes):,}: get {fetch}, or pass --reuse_data to read them again")
+    read = math.ceil(tokens_needed / sizes[0]) + 1
+    for i, path in enumerate(train + val):
+        read_header(path)
+        if i < read or i >= len(train):
+            read_shard(path, vocab_size=vocab_size)
 
 
 class ShardLoader:

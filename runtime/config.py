@@ -8,6 +8,7 @@ ablation launcher sets itself. `records/` and `ablations/` read the same table t
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -119,6 +120,24 @@ def parse_value(f: dataclasses.Field, text: str):
         return {"int": int, "float": float, "str": str}[kind](text)
     except ValueError:
         raise ConfigError(f"--{f.name} expects {'an' if kind == 'int' else 'a'} {kind}, got {text!r}") from None
+
+
+def parse_assignments(key: str, text: str) -> dict:
+    """'betas=0.9,0.99 eps=1e-8 nesterov=false' → {"betas": (0.9, 0.99), "eps": 1e-8, "nesterov": False}."""
+    def value(v: str):
+        if "," in v:
+            return tuple(value(x) for x in v.split(","))
+        if v.lower() in ("true", "false"):
+            return v.lower() == "true"
+        for kind in (int, float):
+            with contextlib.suppress(ValueError):
+                return kind(v)
+        return v
+    pairs = [item.partition("=") for item in text.split()]
+    bad = [name for name, eq, v in pairs if not (name and eq and v)]
+    if bad:
+        raise ConfigError(f"--{key}={text!r}: write hyperparameters as 'name=value name=value' ({bad[0]!r} is not)")
+    return {name: value(v) for name, _, v in pairs}
 
 
 def check_ranges(cfg) -> None:
