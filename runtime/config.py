@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -48,15 +49,20 @@ ROLES = {
 
 @dataclass(frozen=True)
 class Valid:
-    """A valid range: numbers in [low, high] (None: unbounded; finite always), or one of `choices`."""
+    """A valid range: numbers in [low, high] (None: unbounded; finite always), one of `choices`, or text
+    matching the regular expression `pattern` (described in words by `meaning`)."""
 
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
+    pattern: str = ""
+    meaning: str = ""
 
     def problem(self, value) -> str | None:
         if self.choices:
             return None if value in self.choices else f"one of {', '.join(map(str, self.choices))}"
+        if self.pattern:
+            return None if isinstance(value, str) and re.fullmatch(self.pattern, value) else self.meaning
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value) or (self.low is not None and value < self.low) or \
                     (self.high is not None and value > self.high):
@@ -66,9 +72,15 @@ class Valid:
     def describe(self) -> str:
         if self.choices:
             return " | ".join(map(str, self.choices))
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
+        if self.pattern:
+            return self.meaning
+        low = "-inf" if self.low is None else number(self.low)
+        high = "inf" if self.high is None else number(self.high)
         return f"finite, in [{low}, {high}]"
+
+
+def number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def at_least(low: float) -> Valid:
@@ -83,7 +95,14 @@ def one_of(*choices) -> Valid:
     return Valid(choices=choices)
 
 
+def matching(pattern: str, meaning: str) -> Valid:
+    return Valid(pattern=pattern, meaning=meaning)
+
+
 ANY = Valid()
+# a run id names files and folders (<log_dir>/<run_id>.txt, <checkpoint_dir>/<run_id>/): no separators, no '..'
+RUN_ID = matching(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})?",
+                  "empty (a generated id) or up to 128 letters, digits, '.', '_' and '-', not starting with '.'")
 
 
 def knob(default, help: str, role: str, valid: Valid = ANY):
@@ -160,8 +179,10 @@ def help_text(config_cls, doc: str, presets: dict) -> str:
 
 
 def help_json(config_cls, presets: dict) -> str:
-    """The schema as JSON: every key's type, default, role, valid range and help; the roles; the presets."""
+    """The schema as JSON: every key's type, default, role, valid range (in words, and as the fields of Valid)
+    and help; the roles; the presets."""
     keys = {f.name: {"type": f.type, "default": f.default, "role": role_of(f), "valid": f.metadata["valid"].describe(),
-                     "help": f.metadata["help"]} for f in dataclasses.fields(config_cls)}
+                     "range": dataclasses.asdict(f.metadata["valid"]), "help": f.metadata["help"]}
+            for f in dataclasses.fields(config_cls)}
     roles = {name: dataclasses.asdict(role) for name, role in ROLES.items()}
     return json.dumps({"keys": keys, "roles": roles, "presets": presets}, indent=1)
