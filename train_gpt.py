@@ -349,6 +349,9 @@ def parse_hyperparameters(key: str, text: str) -> dict:
     bad = [name for name, eq, v in pairs if not (name and eq and v)]
     if bad:
         raise ConfigError(f"--{key}={text!r}: write hyperparameters as 'name=value name=value' ({bad[0]!r} is not)")
+    own = [name for name, _, _ in pairs if name in ("optimizer", "lr")]  # each has its own checked key
+    if own:
+        raise ConfigError(f"--{key} sets {own[0]}: use --{'opt' if own[0] == 'optimizer' else 'lr'}_{key[3:]}")
     return {name: value(v) for name, _, v in pairs}
 
 
@@ -362,11 +365,11 @@ def optimizer_table(cfg: Config) -> dict[str, dict]:
     """
     shared = {"betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps, "momentum": cfg.momentum}
     rows = {
-        "hidden": dict(optimizer=cfg.opt_hidden, lr=cfg.lr_hidden, weight_decay=cfg.weight_decay,
-                       **parse_hyperparameters("hp_hidden", cfg.hp_hidden)),
-        "embed": dict(optimizer=cfg.opt_embed, lr=cfg.lr_embed, **parse_hyperparameters("hp_embed", cfg.hp_embed)),
-        "head": dict(optimizer=cfg.opt_head, lr=cfg.lr_head, **parse_hyperparameters("hp_head", cfg.hp_head)),
-        "scalar": dict(optimizer=cfg.opt_scalar, lr=cfg.lr_scalar, **parse_hyperparameters("hp_scalar", cfg.hp_scalar)),
+        "hidden": dict(optimizer=cfg.opt_hidden, lr=cfg.lr_hidden, weight_decay=cfg.weight_decay)
+        | parse_hyperparameters("hp_hidden", cfg.hp_hidden),
+        "embed": dict(optimizer=cfg.opt_embed, lr=cfg.lr_embed) | parse_hyperparameters("hp_embed", cfg.hp_embed),
+        "head": dict(optimizer=cfg.opt_head, lr=cfg.lr_head) | parse_hyperparameters("hp_head", cfg.hp_head),
+        "scalar": dict(optimizer=cfg.opt_scalar, lr=cfg.lr_scalar) | parse_hyperparameters("hp_scalar", cfg.hp_scalar),
     }
     taken = set()
     for group, row in rows.items():

@@ -92,10 +92,14 @@ def test_optimizer_table_rows():
     (["--hp_embed=momentum=0.9"], "group embed: optimizer adam takes no 'momentum'"),
     (["--opt_hidden=adamw", "--momentum=0.9"], "--momentum is set but no group's optimizer takes momentum"),
     (["--hp_head=betas"], "write hyperparameters as 'name=value name=value'"),
+    (["--hp_hidden=lr=inf"], "--hp_hidden sets lr: use --lr_hidden"),
+    (["--hp_embed=optimizer=sgd"], "--hp_embed sets optimizer: use --opt_embed"),
+    (["--hp_hidden=weight_decay=-1"], "Muon: weight_decay must be a number in"),
 ])
 def test_optimizer_table_refuses_what_an_optimizer_does_not_take(args, message):
     with pytest.raises(ConfigError, match=message):
-        table(*args)
+        cfg, _, _ = train_gpt.parse_args(["--preset=tiny", *args], cuda=False)
+        train_gpt.build_optimizers(cfg, train_gpt.GPT(cfg))
 
 
 def test_resume_refuses_a_seq_len_change_with_learned_positions_even_when_forced(tmp_path):
