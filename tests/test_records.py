@@ -367,6 +367,7 @@ def add_in_threads(root, first_logs, second_logs, slugs, started):
 
 def test_concurrent_adds_keep_every_table_row(tmp_path, capsys, monkeypatch):
     root = tmp_path / "records"
+    root.mkdir()
     started, real_tables = threading.Event(), entries.tables
 
     def slow_tables(found):  # the first writer renders its table, then is slow to write it
@@ -385,6 +386,7 @@ def test_concurrent_adds_keep_every_table_row(tmp_path, capsys, monkeypatch):
 
 def test_concurrent_adds_of_one_slug_refuse_the_second(tmp_path, capsys, monkeypatch):
     root = tmp_path / "records"
+    root.mkdir()
     started, real_write = threading.Event(), entries.atomic_write
 
     def slow_record(path, data):  # the first writer is slow to write its record.json
