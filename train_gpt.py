@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 import optimizers
 from data import embedded
+from data.atomic import DiskFullError
 from data.loader import FINEWEB_DIR, ShardLoader, check_shards, find_shards
 from data.shards import ShardError
 from optimizers import schedule
@@ -35,7 +36,7 @@ from runtime import checkpoint as ckpt
 from runtime import footprint
 from runtime import config as schema
 from runtime import spectral
-from runtime.config import ConfigError, at_least, between, knob, one_of
+from runtime.config import RUN_ID, ConfigError, at_least, between, knob, one_of
 from runtime.distributed import Dist, barrier, broadcast_object, peak_memory, setup_distributed, shutdown, synchronize
 from runtime.env import check_writable, default_run_id, repo_sources, source_hashes
 from runtime.runlog import RunLog
@@ -134,7 +135,7 @@ class Config:
                                 "optimizer states, loader position and RNG are restored exactly", "system", NONNEGATIVE)
     seed: int = knob(0, "random seed (model init)", "seed", between(0, 2**63 - 1))
     # run: names, folders, resume, logging destinations
-    run_id: str = knob("", "name of this run's log files (default: time and a random suffix)", "run")
+    run_id: str = knob("", "name of this run's log files (default: time and a random suffix)", "run", RUN_ID)
     log_dir: str = knob("logs", "where <run_id>.txt and <run_id>.json go", "run")
     checkpoint_dir: str = knob("checkpoints", "checkpoints go to <checkpoint_dir>/<run_id>/step_NNNNNN/", "run")
     resume: str = knob("", "a checkpoint folder to resume from, or 'auto': the newest of --run_id, if any", "run")
@@ -364,11 +365,11 @@ def optimizer_table(cfg: Config) -> dict[str, dict]:
     """
     shared = {"betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps, "momentum": cfg.momentum}
     rows = {
-        "hidden": dict(optimizer=cfg.opt_hidden, lr=cfg.lr_hidden, weight_decay=cfg.weight_decay,
-                       **schema.parse_assignments("hp_hidden", cfg.hp_hidden)),
-        "embed": dict(optimizer=cfg.opt_embed, lr=cfg.lr_embed, **schema.parse_assignments("hp_embed", cfg.hp_embed)),
-        "head": dict(optimizer=cfg.opt_head, lr=cfg.lr_head, **schema.parse_assignments("hp_head", cfg.hp_head)),
-        "scalar": dict(optimizer=cfg.opt_scalar, lr=cfg.lr_scalar, **schema.parse_assignments("hp_scalar", cfg.hp_scalar)),
+        "hidden": dict(optimizer=cfg.opt_hidden, lr=cfg.lr_hidden, weight_decay=cfg.weight_decay)
+        | schema.parse_assignments("hp_hidden", cfg.hp_hidden),
+        "embed": dict(optimizer=cfg.opt_embed, lr=cfg.lr_embed) | schema.parse_assignments("hp_embed", cfg.hp_embed),
+        "head": dict(optimizer=cfg.opt_head, lr=cfg.lr_head) | schema.parse_assignments("hp_head", cfg.hp_head),
+        "scalar": dict(optimizer=cfg.opt_scalar, lr=cfg.lr_scalar) | schema.parse_assignments("hp_scalar", cfg.hp_scalar),
     }
     taken = set()
     for group, row in rows.items():
@@ -569,17 +570,21 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     resumed = None if resume_from is None else ckpt.load_resume(resume_from, cfg, source_hashes(sources), d)
     if resumed is not None:
         ckpt.check_tensor_shapes(resume_from, resumed["model"], model.state_dict())
+        branch = ckpt.start_branch(run_dir, resumed["step"], d)
     log = RunLog(cfg, preset, d, run_id, sources, resumed)
     step, train_ms = 0, 0.0
     if resumed is not None:
         model.load_state_dict(resumed["model"])
-        for opt, opt_state in zip(opts, resumed["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
+        fresh = ckpt.load_optimizers(opts, resumed["optimizers"])
         loader.load_state_dict(resumed["loader"])
         ckpt.set_rng_states(resumed["rng"], d)
         step, train_ms = resumed["step"], resumed["train_time_ms"]
         log.summary["resumed"].append({"from": str(resume_from), "step": step})
         log.print(f"# resumed from {resume_from} at step {step}")
+        if branch:
+            log.print(f"# {branch}")
+        if fresh:
+            log.print(f"# the checkpoint holds no state of {', '.join(fresh)} (another optimizer): started fresh")
     memory = footprint.estimate(cfg, n_params, *footprint.optimizer_state(opts), policy="autocast" if bf16 else "fp32")
     log.print(f"footprint estimate per device (runtime/footprint.py): {memory.total / 2**20:,.0f} MiB = " +
               ", ".join(f"{name} {value / 2**20:,.0f}" for name, value in memory.rows.items()))
@@ -587,8 +592,12 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     log.print(f"run {run_id}: {n_params:,} parameters, {d.world} × {d.device.type}, "
               f"{loader.accum} accumulation step(s) of {cfg.micro_batch_tokens} tokens, optimizers: {wiring}")
 
-    def checkpoint() -> Path:
-        state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in opts],
+    def checkpoint() -> Path | None:
+        """Save one; None, writing nothing, when the weights are not finite (never a bad "last good" one)."""
+        if not ckpt.finite(model.parameters()):
+            log.print(f"# step:{step} non-finite weights: no checkpoint written")
+            return None
+        state = {"model": model.state_dict(), "optimizers": ckpt.optimizer_states(opts),
                  "loader": loader.state_dict(), "rng": ckpt.rng_states(d), "step": step, "train_time_ms": train_ms,
                  "config": dataclasses.asdict(cfg), "code_hash": log.code_hash, "file_hashes": log.file_hashes,
                  "world": d.world, "log_offset": log.offset(), "summary": log.summary}
@@ -632,8 +641,9 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
             train_ms += 1000 * (time.perf_counter() - t0)
             if stop:
                 break
-            if checkpoint_due:
-                checkpoint()
+            if checkpoint_due and checkpoint() is None:
+                stop = "diverged"
+                break
             if validation_due:
                 val_loss = evaluate(ddp, opts, val_loader, val_steps, d, autocast)
                 log.step(step, "val_loss", val_loss, train_ms)
@@ -653,14 +663,15 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
             log.spectral(step, spectral.report(before, hidden))
 
     if stop.startswith("diverged"):
-        good = ckpt.latest_checkpoint(run_dir)
-        log.print(f"# {stop.removeprefix('diverged: ')}: stopping (--nan_policy=stop); last good checkpoint: "
-                  f"{good or 'none'}")
+        good = ckpt.latest_checkpoint(run_dir) or "none"
+        reason = stop.removeprefix("diverged").removeprefix(": ")
+        log.print(f"# {reason}: stopping (--nan_policy=stop); last good checkpoint: {good}" if reason
+                  else f"# stopping; last good checkpoint: {good}")
         status, exit_code = "diverged", 3
     elif stop:
         path = checkpoint()
         name = signals.received or "a signal on another rank"
-        log.print(f"# stopped by {name} at step {step}; resume with --run_id={run_id} --resume=auto (checkpoint {path})")
+        log.print(f"# stopped by {name} at step {step}; resume with --run_id={run_id} --resume=auto (checkpoint {path or 'none'})")
         status, exit_code = "preempted", signals.exit_code()
     log.print(f"{peak_memory(d)}; footprint estimate {memory.total / 2**20:,.0f} MiB")
     tokens = step * cfg.global_batch_tokens
@@ -687,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, preset, why = parse_args(argv, torch.cuda.is_available())
         d = setup_distributed(cfg.device)
         return train(cfg, preset, why, d)
-    except (ConfigError, ShardError) as e:
+    except (ConfigError, ShardError, DiskFullError) as e:
         if d is None or d.master:
             print(f"error: {e}", file=sys.stderr)
         return 2

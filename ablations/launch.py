@@ -113,10 +113,12 @@ def execute(label: str, command: list[str], results: Path, run_id: str) -> None:
         progress.update("interrupted", final=True)
         raise
     progress.update(outcome(results, run_id), final=True)
+    if code == 2:  # the trainer refused its input in one line: show that line
+        refused = [line.strip() for line in tail if line.startswith("error: ")][-1:] or ["(no error line)"]
+        raise LaunchError(f"{label} ({run_id}) stopped with exit status 2; fix the study file: {refused[0]}")
     if code not in (0, 3):  # 3: diverged, recorded in its summary like a result
-        hint = ("fix the study file" if code == 2 else
-                "run the same command again: finished runs are skipped and this one resumes or restarts")
-        raise LaunchError(f"{label} ({run_id}) stopped with exit status {code}; {hint}.\n"
+        raise LaunchError(f"{label} ({run_id}) stopped with exit status {code}; run the same command again: "
+                          f"finished runs are skipped and this one resumes or restarts.\n"
                           f"$ {shlex.join(command)}\n{''.join(tail)}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from optimizers import schedule as scaling
 from records import schema
+from runtime.config import Valid
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {"val_loss_at_step": "step", "val_loss_at_time": "seconds", "time_to_target": "target"}
@@ -154,9 +155,12 @@ def read_file(path: Path) -> dict:
         raise StudyError(f"no study file at {path}; shipped studies are in ablations/studies/")
     if path.suffix == ".toml":
         try:
-            return tomllib.loads(path.read_text())
+            return tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise StudyError(f"{path}: not valid TOML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise StudyError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                             f"save the study file as UTF-8") from None
     if path.suffix == ".py":
         study = runpy.run_path(str(path)).get("STUDY")
         if not isinstance(study, dict):
@@ -307,13 +311,13 @@ def unhashed_keys() -> set[str]:
     return schema.keys_where("hashed", False)
 
 
-def trainer_keys() -> tuple[dict[str, str], tuple[str, ...]]:
-    """({key: type}, presets) of the trainer's schema."""
+def trainer_keys() -> tuple[dict[str, dict], tuple[str, ...]]:
+    """({key: {type, range, ...}}, presets) of the trainer's schema."""
     try:
         found = schema.trainer_schema()
     except schema.SchemaError as e:
         raise StudyError(str(e)) from None
-    return {k: spec["type"] for k, spec in found["keys"].items()}, tuple(found["presets"])
+    return found["keys"], tuple(found["presets"])
 
 
 TYPE_CHECKS = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -322,7 +326,8 @@ TYPE_CHECKS = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstanc
 
 
 def check_against_trainer(study: Study, runs: list[Run]) -> None:
-    """Every preset and key must exist in the trainer and every value have its type, before any run starts."""
+    """Every preset and key must exist in the trainer and every value have its type and lie in its valid range,
+    before any run starts."""
     keys, presets = trainer_keys()
     if study.preset not in presets:
         raise StudyError(f"{study.path}: unknown preset {study.preset!r}{closest(study.preset, presets)}; "
@@ -332,5 +337,10 @@ def check_against_trainer(study: Study, runs: list[Run]) -> None:
             if key not in keys:
                 raise StudyError(f"{study.path}: unknown config key {key!r}{closest(key, keys)} "
                                  f"(`python train_gpt.py --help` lists them)")
-            if not TYPE_CHECKS[keys[key]](value):
-                raise StudyError(f"{study.path}: {key} = {value!r} should be of type {keys[key]}")
+            kind, valid = keys[key]["type"], keys[key]["range"]
+            if not TYPE_CHECKS[kind](value):
+                raise StudyError(f"{study.path}: {key} = {value!r} should be of type {kind}")
+            wrong = Valid(**{**valid, "choices": tuple(valid["choices"])}).problem(value)
+            if wrong:
+                raise StudyError(f"{study.path}: {key} = {value!r} is out of range (in arm {run.arm!r}): "
+                                 f"it must be {wrong}")

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from . import stats
-from .entries import (PACKAGE, EntryError, build_entry, check, load_entries, load_tracks, resolve_runs, slugify,
-                      steps_track_problems, write_entry, write_table)
+from .entries import (PACKAGE, EntryError, build_entry, check, load_entries, load_tracks, locked, resolve_runs,
+                      slugify, steps_track_problems, write_entry, write_table)
 from .logs import MODDED_TARGET, LogError, parse_log
 
 
@@ -31,11 +31,12 @@ def add(args, imported: bool) -> int:
     entry = build_entry(logs, date=date, author=args.author or default_author(), description=args.description,
                         track=args.track, tracks=load_tracks(root), target=args.target, imported=imported)
     slug = args.slug or slugify(args.description)
-    conflicts = steps_track_problems(entry, f"{date}_{slug}", load_entries(root))
-    if conflicts:
-        raise EntryError("\n".join(conflicts))
-    folder = write_entry(root, entry, files, slug)
-    write_table(root)
+    with locked(root):
+        conflicts = steps_track_problems(entry, f"{date}_{slug}", load_entries(root))
+        if conflicts:
+            raise EntryError("\n".join(conflicts))
+        folder = write_entry(root, entry, files, slug)
+        write_table(root)
     t, p = entry["train_time_ms"], entry["p_value"]
     ci = f" (95% CI {t['ci95'][0] / 1000:.1f}–{t['ci95'][1] / 1000:.1f} s)" if t["ci95"] else ""
     print(f"{folder}: {len(logs)} runs, val loss {entry['val_loss']['mean']:.4f} "
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("add", "import"):
             return add(args, imported=args.command == "import")
         if args.command == "table":
-            print(f"{write_table(Path(args.root))} updated")
+            with locked(Path(args.root)):
+                print(f"{write_table(Path(args.root))} updated")
             return 0
         return {"check": run_check, "compare": compare, "parse": parse}[args.command](args)
     except (EntryError, LogError) as e:

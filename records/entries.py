@@ -6,6 +6,8 @@ An entry is a folder `<root>/<YYYY-MM-DD>_<slug>/` with the runs' logs (.txt and
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -45,6 +47,23 @@ def distinct(logs: list[dict], key: str) -> dict:
     return seen
 
 
+def repeated_runs(logs: list[dict]) -> list[str]:
+    """One run given twice (under two file names) would make its t-test meaningless: refuse a repeated run id,
+    seed or validation curve."""
+    problems = []
+    for key, what in (("run_id", "run id"), ("seed", "seed")):
+        for value, names in distinct([log for log in logs if log[key] is not None], key).items():
+            if len(names) > 1:
+                problems.append(f"{', '.join(names)} share the {what} {value!r}: each run of an entry must be "
+                                f"its own run")
+    curves: dict = {}
+    for log in logs:
+        curves.setdefault(json.dumps(log["val_history"]), []).append(Path(log["file"]).name)
+    problems += [f"{', '.join(names)} have identical validation curves: the same run given twice"
+                 for names in curves.values() if len(names) > 1]
+    return problems
+
+
 def shared_config(logs: list[dict]) -> tuple[dict, list[str]]:
     """The config every run shares (operational keys dropped), and the keys on which runs differ."""
     first = {k: v for k, v in logs[0]["config"].items() if not operational(k)}
@@ -71,6 +90,7 @@ def build_entry(logs: list[dict], *, date: str, author: str, description: str, t
         problems.append(f"{len(logs)} run given; a record needs at least 2 (3 or more advised) for its t-test")
     for log in logs:
         problems += [f"{Path(log['file']).name}: {p}" for p in log["problems"]]
+    problems += repeated_runs(logs)
     for key, what in (("format", "log format"), ("code_hash", "code hash"), ("hardware", "hardware")):
         values = distinct(logs, key)
         if len(values) > 1:
@@ -146,7 +166,7 @@ def write_entry(root: Path, entry: dict, log_files: list[Path], slug: str) -> Pa
     names = [f.name for f in log_files]
     if len(set(names)) != len(names):
         raise EntryError(f"two logs share a file name ({', '.join(sorted(names))}); rename one")
-    tmp = root / f".{final.name}.tmp{os.getpid()}"
+    tmp = root / f".{final.name}.tmp{os.getpid()}"  # callers hold locked(root): no other writer meanwhile
     try:
         for txt in log_files:
             for f in (txt, txt.with_suffix(".json")):
@@ -157,6 +177,19 @@ def write_entry(root: Path, entry: dict, log_files: list[Path], slug: str) -> Pa
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+@contextlib.contextmanager
+def locked(root: Path):
+    """Hold an exclusive lock on the records folder (flock on the folder itself) while entries are created and
+    the tables rewritten, so concurrent writers neither lose a table row nor race on one slug."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_entries(root: Path, problems: list[str] | None = None) -> list[tuple[Path, dict]]:

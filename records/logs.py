@@ -7,8 +7,11 @@
   final_val_loss, train_time_ms, steps      (of the last validation)
   num_iterations, tokens, target_val_loss
   complete          True when the run finished: its summary says so (ours, with a .json beside it), or
-                    its last validation is at step N/N or at or below the target
-  problems          why it is not complete, or where the .txt and .json disagree
+                    its last validation is at step N/N, or (ours) the trainer's closing `final val_loss:`
+                    line is there; a validation at or below the target part-way is not enough, since a
+                    log cut there looks the same
+  problems          why it is not complete, where the .txt and .json disagree, or a val loss that
+                    cannot be one (<= 0 or not finite: a validation that never ran)
 
 This repo's .txt holds, each under a rule of 100 '=': the sources (`# <path>` then the text), the
 config (`# config (preset P)` + JSON), the environment (`# environment` + JSON), then step lines. The
@@ -30,6 +33,7 @@ MODDED_TARGET = 3.28  # the public speedrun's main-track target on FineWeb valid
 FINISHED = {"complete", "finished"}
 RULE = re.compile(r"^={100}\n", re.M)
 STEP_LINE = re.compile(r"^step:(\d+)/(\d+) (?:(train_loss|val_loss):(\S+) )?train_time:(-?\d+)ms", re.M)
+FINAL_LINE = re.compile(r"^final val_loss:", re.M)  # the trainer's last line when a run completes
 GPU_ROW = re.compile(r"^\|\s+\d+\s+(\S.*?)\s{2,}(?:On|Off)\s+\|", re.M)
 
 
@@ -77,8 +81,10 @@ def parse_log(path: str | Path, target: float | None = None) -> dict:
     if log.get("tokens") is None and log["steps"] is not None and log["config"].get("global_batch_tokens"):
         log["tokens"] = log["steps"] * log["config"]["global_batch_tokens"]
     if log.get("status") is None:
-        done = last is not None and (last[0] == log["num_iterations"] or last[1] <= log["target_val_loss"])
+        done = last is not None and (last[0] == log["num_iterations"] or (ours and FINAL_LINE.search(text)))
         log["status"] = "finished" if done else "incomplete"
+    log["problems"] += [f"val_loss {v:.4f} at step {s} cannot be a validation (a cross-entropy is positive): "
+                        f"the run's validation never ran" for s, v, _ in log["val_history"] if not v > 0]
     complete = log["status"] in FINISHED
     if not complete:
         at = f"last validation at step {last[0]}/{log['num_iterations']}" if last else "no validation line"
@@ -110,7 +116,7 @@ def parse_ours(path: Path, text: str) -> dict:
     if config is None or env is None:
         raise LogError(f"{path}: the header has no config or environment section; the log was cut short")
     code_hash = sha256(json.dumps({p: sha256(t) for p, t in sources.items()}, sort_keys=True))
-    log = {"format": OURS, "run_id": None, "status": None, "preset": preset, "config": config,
+    log = {"format": OURS, "run_id": config.get("run_id") or None, "status": None, "preset": preset, "config": config,
            "seed": config.get("seed"), "hardware": hardware(env), "git_commit": env.get("git_commit"),
            "code_hash": code_hash, "target_val_loss": config.get("target_val_loss"), "problems": problems}
     summary_path = path.with_suffix(".json")
@@ -130,10 +136,17 @@ def merge_summary(log: dict, summary: dict, body: str) -> None:
         problems.append(f"the .txt's embedded code hashes to {log['code_hash'][:12]}, "
                         f"the .json says {str(summary.get('code_hash'))[:12]}: the files are not of one run")
     vals, _ = step_lines(body)
-    if summary.get("status") in FINISHED and vals and (
-            vals[-1][0] != summary.get("steps") or f"{vals[-1][1]:.4f}" != f"{summary.get('final_val_loss') or 0:.4f}"):
-        problems.append(f"the .txt ends at step {vals[-1][0]} val_loss {vals[-1][1]:.4f} but the .json says step "
-                        f"{summary.get('steps')} val_loss {summary.get('final_val_loss')}: the .txt is truncated")
+    steps, final = summary.get("steps"), summary.get("final_val_loss")
+    if summary.get("status") in FINISHED and vals:
+        shown = f"{final:.4f}" if isinstance(final, (int, float)) else repr(final)
+        said = f"the .txt ends at step {vals[-1][0]} val_loss {vals[-1][1]:.4f} but the .json says step {steps} " \
+               f"val_loss {shown}"
+        if isinstance(steps, int) and vals[-1][0] < steps:
+            problems.append(f"{said}: the .txt is truncated")
+        elif vals[-1][0] != steps:
+            problems.append(f"{said}: the .txt goes past the .json's last step; the files are not of one run")
+        elif f"{vals[-1][1]:.4f}" != shown:
+            problems.append(f"{said}: the final val lines differ (one of the files was edited)")
     log.update(status=summary.get("status"), run_id=summary.get("run_id"),
                val_history=summary.get("val_history", vals), tokens=summary.get("tokens"),
                hardware=hardware(summary.get("hardware", {})))

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -49,15 +50,20 @@ ROLES = {
 
 @dataclass(frozen=True)
 class Valid:
-    """A valid range: numbers in [low, high] (None: unbounded; finite always), or one of `choices`."""
+    """A valid range: numbers in [low, high] (None: unbounded; finite always), one of `choices`, or text
+    matching the regular expression `pattern` (described in words by `meaning`)."""
 
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
+    pattern: str = ""
+    meaning: str = ""
 
     def problem(self, value) -> str | None:
         if self.choices:
             return None if value in self.choices else f"one of {', '.join(map(str, self.choices))}"
+        if self.pattern:
+            return None if isinstance(value, str) and re.fullmatch(self.pattern, value) else self.meaning
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value) or (self.low is not None and value < self.low) or \
                     (self.high is not None and value > self.high):
@@ -67,9 +73,15 @@ class Valid:
     def describe(self) -> str:
         if self.choices:
             return " | ".join(map(str, self.choices))
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
+        if self.pattern:
+            return self.meaning
+        low = "-inf" if self.low is None else number(self.low)
+        high = "inf" if self.high is None else number(self.high)
         return f"finite, in [{low}, {high}]"
+
+
+def number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def at_least(low: float) -> Valid:
@@ -84,7 +96,14 @@ def one_of(*choices) -> Valid:
     return Valid(choices=choices)
 
 
+def matching(pattern: str, meaning: str) -> Valid:
+    return Valid(pattern=pattern, meaning=meaning)
+
+
 ANY = Valid()
+# a run id names files and folders (<log_dir>/<run_id>.txt, <checkpoint_dir>/<run_id>/): no separators, no '..'
+RUN_ID = matching(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})?",
+                  "empty (a generated id) or up to 128 letters, digits, '.', '_' and '-', not starting with '.'")
 
 
 def knob(default, help: str, role: str, valid: Valid = ANY):
@@ -137,6 +156,9 @@ def parse_assignments(key: str, text: str) -> dict:
     bad = [name for name, eq, v in pairs if not (name and eq and v)]
     if bad:
         raise ConfigError(f"--{key}={text!r}: write hyperparameters as 'name=value name=value' ({bad[0]!r} is not)")
+    own = [name for name, _, _ in pairs if name in ("optimizer", "lr")]  # each has its own checked key
+    if own:
+        raise ConfigError(f"--{key} sets {own[0]}: use --{'opt' if own[0] == 'optimizer' else 'lr'}_{key[3:]}")
     return {name: value(v) for name, _, v in pairs}
 
 
@@ -179,8 +201,10 @@ def help_text(config_cls, doc: str, presets: dict) -> str:
 
 
 def help_json(config_cls, presets: dict) -> str:
-    """The schema as JSON: every key's type, default, role, valid range and help; the roles; the presets."""
+    """The schema as JSON: every key's type, default, role, valid range (in words, and as the fields of Valid)
+    and help; the roles; the presets."""
     keys = {f.name: {"type": f.type, "default": f.default, "role": role_of(f), "valid": f.metadata["valid"].describe(),
-                     "help": f.metadata["help"]} for f in dataclasses.fields(config_cls)}
+                     "range": dataclasses.asdict(f.metadata["valid"]), "help": f.metadata["help"]}
+            for f in dataclasses.fields(config_cls)}
     roles = {name: dataclasses.asdict(role) for name, role in ROLES.items()}
     return json.dumps({"keys": keys, "roles": roles, "presets": presets}, indent=1)

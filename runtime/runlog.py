@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 from pathlib import Path
 
-from data.atomic import atomic_write
+from data.atomic import NO_SPACE, DiskFullError, atomic_write
 
 from . import spectral
+from .checkpoint import auto_resume
 from .config import ConfigError
 from .distributed import Dist
 from .env import check_writable, code_hash, environment, source_hashes
@@ -16,7 +19,9 @@ from .env import check_writable, code_hash, environment, source_hashes
 
 class RunLog:
     """On resume the .txt is cut back to where the checkpoint was taken (via a rewritten copy, renamed
-    over the original), so the finished log reads like one uninterrupted run."""
+    over the original), so the finished log reads like one uninterrupted run. Under --resume=auto with no
+    checkpoint to resume, an earlier log of the run id (a run that never finished a checkpoint) is moved
+    into <log_dir>/superseded-<UTC time>/ and the run starts fresh; without auto it is refused."""
 
     RULE = "=" * 100
 
@@ -39,6 +44,13 @@ class RunLog:
         check_writable(folder, "log")
         folder.mkdir(parents=True, exist_ok=True)
         self.txt, self.json = folder / f"{run_id}.txt", folder / f"{run_id}.json"
+        replaced = None
+        if resume is None and self.txt.exists() and auto_resume(cfg.resume):
+            replaced = folder / f"superseded-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+            replaced.mkdir(exist_ok=True)
+            for path in (self.txt, self.json):
+                if path.exists():
+                    os.replace(path, replaced / path.name)
         if resume is not None and self.txt.exists():
             atomic_write(self.txt, self.txt.read_bytes()[:resume["log_offset"]])
             self.summary.update({k: resume["summary"].get(k, []) for k in ("val_history", "resumed", "spectral")})
@@ -50,6 +62,8 @@ class RunLog:
             header.append(f"{self.RULE}\n# environment\n{json.dumps(self.summary['hardware'], indent=1)}\n{self.RULE}\n")
             atomic_write(self.txt, "".join(header))
         self.file = open(self.txt, "a")
+        if replaced is not None:
+            self.print(f"# no checkpoint of run {run_id} to resume: its earlier log moved to {replaced}; starting fresh")
         self.save_summary()
         if cfg.wandb:
             self.wandb = wandb.init(project=cfg.wandb_project, group=cfg.wandb_group or None, name=run_id,
@@ -61,8 +75,13 @@ class RunLog:
     def print(self, line: str) -> None:
         if self.enabled:
             print(line, flush=True)
-            self.file.write(line + "\n")
-            self.file.flush()
+            try:
+                self.file.write(line + "\n")
+                self.file.flush()
+            except OSError as e:
+                if e.errno in NO_SPACE:
+                    raise DiskFullError(self.txt, len(line) + 1, at_least=True) from None
+                raise
 
     def step(self, step: int, metric: str, value: float, train_ms: float) -> None:
         """One speedrun log line: step:N/M metric:X train_time:Tms step_avg:Sms."""

@@ -153,6 +153,20 @@ def test_plan_is_checked_against_the_trainers_keys(tmp_path):
 
 
 
+@pytest.mark.parametrize("case, body, message", [
+    ("not UTF-8", b'name = "caf\xe9"\n', "not UTF-8 text (byte 0xe9 at offset 11); save the study file as UTF-8"),
+    ("seq_len 0", f'name = "zero"\nbase = {{preset = "tiny"}}\n{TWO_ARMS}seq_len = 0\n'.encode(),
+     "seq_len = 0 is out of range (in arm 'no_rotary'): it must be finite, in [1, inf]"),
+])
+def test_a_bad_study_stops_with_one_line_before_any_run(tmp_path, capsys, case, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(body)
+    status = cli.main(["run", str(path), "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_every_shipped_study_plans_against_the_trainer(path):
     s = study.load(path)

@@ -3,13 +3,16 @@
 import hashlib
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
-from records import stats
+from records import entries, stats
 from records.__main__ import main
 from records.entries import check, load_entries
 from records.logs import LogError, parse_log
@@ -116,7 +119,7 @@ def test_parse_modded_nanogpt_logs(tmp_path):
                                    extra_source=False))
     assert old["complete"] and old["hardware"] == "NVIDIA H100 80GB HBM3 x4" and old["code_hash"] != log["code_hash"]
     stopped = parse_log(write_modded(tmp_path / "s.txt", final=3.27, time_ms=1000.0, steps=15, num_iterations=20))
-    assert stopped["complete"] and stopped["steps"] == 15  # stopped at the target before N
+    assert not stopped["complete"] and stopped["steps"] == 15  # at the target before N: a cut log looks the same
     short = parse_log(write_modded(tmp_path / "t.txt", final=3.40, time_ms=1000.0, steps=15, num_iterations=20))
     assert not short["complete"] and "not finished" in short["problems"][0]
 
@@ -278,6 +281,124 @@ def test_import_public_logs_and_compare(tmp_path, capsys):
     assert status == 1 and "code hash" in err
     status, _, err = cli(capsys, "import", "--root", root, *ours_runs(tmp_path / "ours"), "--description", "x")
     assert status == 1 and "runs with add" in err
+
+
+def test_a_log_cut_after_a_validation_below_the_target_is_not_finished(tmp_path):
+    txt = write_ours(tmp_path, "cut", final=1.5, time_ms=1000.0, config={"target_val_loss": 3.5}, json_summary=False)
+    assert parse_log(txt)["complete"]
+    txt.write_text("".join(txt.read_text().splitlines(keepends=True)[:-2]))  # ends with step:3/6 val_loss:3.2500
+    cut = parse_log(txt)
+    assert cut["val_history"][-1][:2] == [3, 3.25] and not cut["complete"]
+    assert "run not finished" in cut["problems"][0]
+    txt.write_text(txt.read_text() + "final val_loss:3.2500 after 3 steps (3,072 tokens) in 0.5s; target 3.5 reached\n")
+    assert parse_log(txt)["complete"]  # the trainer's closing line: it stopped at the target
+
+
+def never_validated(txt):
+    """The run's val losses as a run whose validation never ran printed them."""
+    txt.write_text(re.sub(r"val_loss:\S+", "val_loss:-0.0000", txt.read_text()))
+    summary = json.loads(txt.with_suffix(".json").read_text())
+    summary["val_history"] = [[s, -0.0, t] for s, _, t in summary["val_history"]]
+    summary["final_val_loss"] = -0.0
+    txt.with_suffix(".json").write_text(json.dumps(summary))
+
+
+def copy_run(txt, name):
+    for suffix in (".txt", ".json"):
+        shutil.copy(txt.with_suffix(suffix), txt.with_name(name + suffix))
+    return txt.with_name(name + ".txt")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("same run twice", "run0.txt, again.txt share the run id 'run0'"),
+    ("same public log twice", "have identical validation curves"),
+    ("validation never ran", "val_loss -0.0000 at step 0 cannot be a validation"),
+])
+def test_add_refuses_runs_that_are_not_separate_measurements(tmp_path, capsys, case, message):
+    root = tmp_path / "records"
+    command = "add"
+    if case == "same run twice":
+        logs = ours_runs(tmp_path / "logs")[:2]
+        logs.append(copy_run(logs[0], "again"))
+    elif case == "same public log twice":
+        command, logs = "import", write_samples(tmp_path / "public")[:2]
+        logs.append(logs[0].with_name("copy.txt"))
+        shutil.copy(logs[0], logs[2])
+    else:
+        logs = ours_runs(tmp_path / "logs")
+        for txt in logs:
+            never_validated(txt)
+    status, _, err = cli(capsys, command, "--root", root, *logs, "--description", "twice")
+    assert status == 1 and message in err, err
+    assert not root.exists() or load_entries(root) == []
+
+
+def test_check_names_an_edited_final_val_line(tmp_path, capsys):
+    root, folder = make_entry(tmp_path, capsys)
+    txt = folder / "run1.txt"
+    lines = txt.read_text().splitlines(keepends=True)
+    assert lines[-1].startswith("step:6/6 val_loss:1.5100")
+    txt.write_text("".join(lines[:-1]) + lines[-1].replace("val_loss:1.5100", "val_loss:1.4100"))
+    problems = check(root)
+    assert any("run1.txt: the .txt ends at step 6 val_loss 1.4100 but the .json says step 6 val_loss 1.5100: the "
+               "final val lines differ (one of the files was edited)" in p for p in problems), problems
+    assert not any("truncated" in p for p in problems)
+
+
+def add_in_threads(root, first_logs, second_logs, slugs, started):
+    """Two `records add` at once: the second starts once the first signals `started` (from inside its write)."""
+    results = {}
+
+    def add(name, logs, slug):
+        try:
+            results[name] = main(["add", "--root", str(root), *map(str, logs), "--description", name, "--slug", slug])
+        except Exception as e:  # what the caller would see as a traceback
+            results[name] = e
+
+    first = threading.Thread(target=add, args=("first", first_logs, slugs[0]))
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=add, args=("second", second_logs, slugs[1]))
+    second.start()
+    first.join(60)
+    second.join(60)
+    return results
+
+
+def test_concurrent_adds_keep_every_table_row(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "records"
+    root.mkdir()
+    started, real_tables = threading.Event(), entries.tables
+
+    def slow_tables(found):  # the first writer renders its table, then is slow to write it
+        text = real_tables(found)
+        if not started.is_set():
+            started.set()
+            time.sleep(1.0)
+        return text
+    monkeypatch.setattr(entries, "tables", slow_tables)
+    results = add_in_threads(root, ours_runs(tmp_path / "a"), ours_runs(tmp_path / "b"), ("one", "two"), started)
+    assert results == {"first": 0, "second": 0}
+    readme = (root / "README.md").read_text()
+    assert "[2" in readme and "_one](" in readme and "_two](" in readme
+    assert check(root) == []
+
+
+def test_concurrent_adds_of_one_slug_refuse_the_second(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "records"
+    root.mkdir()
+    started, real_write = threading.Event(), entries.atomic_write
+
+    def slow_record(path, data):  # the first writer is slow to write its record.json
+        if path.name == "record.json" and not started.is_set():
+            started.set()
+            time.sleep(1.0)
+        return real_write(path, data)
+    monkeypatch.setattr(entries, "atomic_write", slow_record)
+    results = add_in_threads(root, ours_runs(tmp_path / "a"), ours_runs(tmp_path / "b"), ("same", "same"), started)
+    assert results == {"first": 0, "second": 1}
+    assert "exists already; entries are never overwritten" in capsys.readouterr().err
+    assert check(root) == []
 
 
 # ---------------------------------------------------------------------------------------------- real runs

@@ -36,15 +36,39 @@ def test_role_questions_are_answered_from_roles():
     assert "lr_hidden" not in free_on_resume | record_free | unhashed
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--val_tokens=-1024"], "--val_tokens=-1024 is out of range"),
-    (["--cooldown_frac=nan"], "--cooldown_frac=nan is out of range: it must be finite, in [0, 1]"),
-    (["--n_layer=0"], "--n_layer=0 is out of range"),
-    (["--opt_hidden=adamx"], "--opt_hidden='adamx' is out of range: it must be one of sgd"),
-])
-def test_values_outside_their_range_are_refused(args, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        train_gpt.parse_args(["--preset=tiny", *args], cuda=False)
+POSITIVE = "it must be finite, in [1, inf]"
+HOSTILE = [  # each category of the hostile values once: zero and negative sizes, a huge seed, unknown names, NaN
+    *[(f"--{key}={value}", f"--{key}={value} is out of range: {POSITIVE}")
+      for key in ("seq_len", "n_head", "model_dim", "mlp_ratio", "global_batch_tokens", "micro_batch_tokens",
+                  "val_tokens", "n_layer", "num_iterations", "vocab_size")
+      for value in (0, -1)],
+    ("--val_tokens=-1024", f"--val_tokens=-1024 is out of range: {POSITIVE}"),
+    ("--micro_batch_tokens=-64", f"--micro_batch_tokens=-64 is out of range: {POSITIVE}"),
+    ("--seed=99999999999999999999", "--seed=99999999999999999999 is out of range: it must be finite, in "
+                                     "[0, 9223372036854775807]"),
+    ("--tokenizer=sentencepiece", "--tokenizer='sentencepiece' is out of range: it must be one of gpt2, byte"),
+    ("--checkpoint_every=-1", "--checkpoint_every=-1 is out of range: it must be finite, in [0, inf]"),
+    ("--warmup_frac=-0.5", "--warmup_frac=-0.5 is out of range: it must be finite, in [0, 1]"),
+    ("--cooldown_frac=nan", "--cooldown_frac=nan is out of range: it must be finite, in [0, 1]"),
+    ("--logit_softcap=nan", "--logit_softcap=nan is out of range: it must be finite, in [0, inf]"),
+    ("--lr_hidden=inf", "--lr_hidden=inf is out of range: it must be finite, in [0, inf]"),
+    ("--opt_hidden=adamx", "--opt_hidden='adamx' is out of range: it must be one of sgd"),
+]
+
+
+@pytest.mark.parametrize("arg, message", HOSTILE, ids=[a for a, _ in HOSTILE])
+def test_values_outside_their_range_are_refused(arg, message):
+    with pytest.raises(ConfigError) as refused:
+        train_gpt.parse_args(["--preset=tiny", arg], cuda=False)
+    assert str(refused.value).startswith(message)
+
+
+def test_a_value_out_of_range_stops_before_any_work(tmp_path):
+    result = run([*SMALL, "--micro_batch_tokens=-64", f"--log_dir={tmp_path / 'logs'}",
+                  f"--checkpoint_dir={tmp_path / 'ckpt'}"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: --micro_batch_tokens=-64 is out of range: {POSITIVE}\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def table(*args):
@@ -68,10 +92,14 @@ def test_optimizer_table_rows():
     (["--hp_embed=momentum=0.9"], "group embed: optimizer adam takes no 'momentum'"),
     (["--opt_hidden=adamw", "--momentum=0.9"], "--momentum is set but no group's optimizer takes momentum"),
     (["--hp_head=betas"], "write hyperparameters as 'name=value name=value'"),
+    (["--hp_hidden=lr=inf"], "--hp_hidden sets lr: use --lr_hidden"),
+    (["--hp_embed=optimizer=sgd"], "--hp_embed sets optimizer: use --opt_embed"),
+    (["--hp_hidden=weight_decay=-1"], "Muon: weight_decay must be a number in"),
 ])
 def test_optimizer_table_refuses_what_an_optimizer_does_not_take(args, message):
     with pytest.raises(ConfigError, match=message):
-        table(*args)
+        cfg, _, _ = train_gpt.parse_args(["--preset=tiny", *args], cuda=False)
+        train_gpt.build_optimizers(cfg, train_gpt.GPT(cfg))
 
 
 def test_resume_refuses_a_seq_len_change_with_learned_positions_even_when_forced(tmp_path):
