@@ -575,7 +575,12 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     step, train_ms = 0, 0.0
     if resumed is not None:
         model.load_state_dict(resumed["model"])
+        configured = {"initial_lr"} | {k for row in optimizer_table(cfg).values() for k in row} - {"optimizer"}
+        settings = [[{k: g[k] for k in configured if k in g} for g in o.param_groups] for o in opts]
         fresh = ckpt.load_optimizers(opts, resumed["optimizers"])
+        for opt, groups in zip(opts, settings):  # the config's hyperparameters win over the checkpoint's
+            for group, setting in zip(opt.param_groups, groups):
+                group.update(setting)
         loader.load_state_dict(resumed["loader"])
         ckpt.set_rng_states(resumed["rng"], d)
         step, train_ms = resumed["step"], resumed["train_time_ms"]

@@ -141,3 +141,15 @@ def test_muon_reduce_scatter_on_two_ranks_matches_one_rank(tmp_path):
     for (s1, x), (s2, y) in zip(losses(a, "train_loss") + losses(a, "val_loss"),
                                 losses(b, "train_loss") + losses(b, "val_loss"), strict=True):
         assert s1 == s2 and abs(x - y) <= 2e-4, (a, b)
+
+
+def test_a_forced_resume_takes_the_new_learning_rate(tmp_path):
+    common = [*SMALL, f"--log_dir={tmp_path}", f"--checkpoint_dir={tmp_path / 'ckpt'}", "--run_id=lr",
+              "--checkpoint_every=3"]
+    assert run([*common, "--num_iterations=3"]).returncode == 0
+    result = run([*common, "--num_iterations=4", "--resume=auto", "--force_resume", "--lr_embed=0.5",
+                  "--checkpoint_every=4"])
+    assert result.returncode == 0, result.stderr
+    state = torch.load(tmp_path / "ckpt" / "lr" / "step_000004" / "rank0.pt", weights_only=False)
+    groups = [g for o in state["optimizers"] for g in o["state"]["param_groups"] if g.get("name") == "embed"]
+    assert groups and all(g["initial_lr"] == 0.5 for g in groups), groups
