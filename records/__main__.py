@@ -1,4 +1,4 @@
-"""python -m records add|import|table|check|compare|parse — see records/README.md."""
+"""python -m records add|import|table|check|compare|parse|import-history|plot — see records/README.md."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import stats
+from . import public, stats
 from .entries import (PACKAGE, EntryError, build_entry, check, load_entries, load_tracks, resolve_runs, slugify,
                       steps_track_problems, write_entry, write_table)
 from .logs import MODDED_TARGET, LogError, parse_log
@@ -70,6 +70,16 @@ def compare(args) -> int:
     return 0
 
 
+def import_history(args) -> int:
+    history = public.import_history(args.checkout)
+    for path in public.write_history(history, Path(args.out)):
+        rows = history[path.stem]["rows"]
+        unread = [r["number"] for r in rows if not r["logs"]]
+        print(f"{path}: {len(rows)} rows, {sum(r['logs'] for r in rows)} logs read"
+              + (f"; no readable log for #{', #'.join(map(str, unread))}" if unread else ""))
+    return 0
+
+
 def parse(args) -> int:
     status = 0
     for f in args.logs:
@@ -115,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                        parents=[common])
     p.add_argument("a", help="an entry name, a folder of logs, a log, or a quoted glob")
     p.add_argument("b")
+    p = sub.add_parser("import-history", help="the public speedrun's record tables and logs -> records/public/*.json")
+    p.add_argument("checkout", help="a local checkout of github.com/KellerJordan/modded-nanogpt")
+    p.add_argument("--out", default=str(public.OUT), help="where track1.json and track3_steps.json go")
     p = sub.add_parser("parse", help="print each log's summary as one JSON line")
     p.add_argument("logs", nargs="+")
     p.add_argument("--target", type=float, help="target val loss for completeness (default: the log's own)")
@@ -125,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "table":
             print(f"{write_table(Path(args.root))} updated")
             return 0
-        return {"check": run_check, "compare": compare, "parse": parse}[args.command](args)
+        return {"check": run_check, "compare": compare, "parse": parse,
+                "import-history": import_history}[args.command](args)
+    except public.HistoryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (EntryError, LogError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
