@@ -80,6 +80,13 @@ def import_history(args) -> int:
     return 0
 
 
+def plot(args) -> int:
+    from .plots import plot_all  # matplotlib only for this command
+    for path in plot_all(Path(args.root), Path(args.history), Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
 def parse(args) -> int:
     status = 0
     for f in args.logs:
@@ -128,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("import-history", help="the public speedrun's record tables and logs -> records/public/*.json")
     p.add_argument("checkout", help="a local checkout of github.com/KellerJordan/modded-nanogpt")
     p.add_argument("--out", default=str(public.OUT), help="where track1.json and track3_steps.json go")
+    p = sub.add_parser("plot", help="record time and steps-to-target against date: the public history with this "
+                                    "repo's GPU entries", parents=[common])
+    p.add_argument("--history", default=str(public.OUT), help="folder of track1.json and track3_steps.json")
+    p.add_argument("--out", default=str(public.OUT), help="where track1_time.png and track3_steps.png go")
     p = sub.add_parser("parse", help="print each log's summary as one JSON line")
     p.add_argument("logs", nargs="+")
     p.add_argument("--target", type=float, help="target val loss for completeness (default: the log's own)")
@@ -139,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{write_table(Path(args.root))} updated")
             return 0
         return {"check": run_check, "compare": compare, "parse": parse,
-                "import-history": import_history}[args.command](args)
+                "import-history": import_history, "plot": plot}[args.command](args)
     except public.HistoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -74,3 +74,21 @@ def test_import_history_command_writes_both_tracks(tmp_path, capsys):
 def test_record_seconds():
     assert record_seconds("3.142 minutes") == pytest.approx(188.52)
     assert record_seconds("45 minutes") == 2700 and record_seconds("none") is None
+
+
+def test_plot_overlays_gpu_entries_only(tmp_path, capsys):
+    from records.plots import gpu_entries, is_gpu_entry
+    assert is_gpu_entry({"hardware": "NVIDIA H100 80GB HBM3 x8"})
+    assert not is_gpu_entry({"hardware": "AMD EPYC 7B13 (2 cores) x1"}) and not is_gpu_entry({"hardware": "cpu x2"})
+    root = tmp_path / "records"
+    for name, hardware in (("2026-01-02_gpu-run", "NVIDIA H100 80GB HBM3 x8"), ("2026-01-03_cpu-run", "cpu x1")):
+        (root / name).mkdir(parents=True)
+        entry = {"date": name[:10], "hardware": hardware, "track": {"name": "time"},
+                 "train_time_ms": {"mean": 90000.0}, "steps": {"mean": 1500.0}}
+        (root / name / "record.json").write_text(json.dumps(entry))
+    assert [name for name, _ in gpu_entries(root, "time")] == ["2026-01-02_gpu-run"]
+    history = tmp_path / "history"
+    assert main(["import-history", str(write_public_checkout(tmp_path / "checkout")), "--out", str(history)]) == 0
+    assert main(["plot", "--root", str(root), "--history", str(history), "--out", str(tmp_path / "png")]) == 0
+    for name in ("track1_time.png", "track3_steps.png"):
+        assert (tmp_path / "png" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
