@@ -15,7 +15,8 @@ folder. A folder link takes the logs in it (or, when
 it holds none, below it); if they embed more than one code, the row says so and takes none.
 
 Per row: the README's figures (number, date, record time or steps to target), the link, and from the
-logs: their count, the linked log's steps, train time, ms/step (train time / steps), final val loss,
+logs: their count, each run's final val loss, train time and steps, the linked log's validation curve
+([step, val loss, train time ms]), its steps, train time, ms/step (train time / steps), final val loss,
 tokens (steps × the batch, where the code states it plainly: see tokens_per_step),
 and over all the record's logs the mean final val loss and the one-sided t-test p-value of
 "mean < 3.28" (records/stats.py). Rows whose logs cannot be read say why in `problems`.
@@ -127,7 +128,9 @@ def try_parse(path: Path) -> tuple[dict | None, str | None]:
 
 def record_logs(target: Path, root: Path) -> tuple[list[dict], list[str]]:
     """The parsed logs of one record (module docstring) and the problems met finding them."""
-    rel = lambda p: str(Path(p).relative_to(root))  # noqa: E731
+    def rel(p) -> str:
+        return str(Path(p).relative_to(root))
+
     if target.is_file() and target.suffix not in LOG_SUFFIXES or target.name.lower() == "readme.md":
         target = target.parent  # a link to a record's README (or other notes): its folder's runs
     if target.is_file():
@@ -162,7 +165,11 @@ def log_figures(runs: list[dict], root: Path) -> dict:
     losses = [r["final_val_loss"] for r in runs]
     train_ms = first["train_time_ms"]
     per_step = tokens_per_step(first["file"])
-    row = {"logs": len(runs), "files": [str(Path(r["file"]).relative_to(root)) for r in runs],
+    row = {"logs": len(runs),
+           "runs": [{"file": str(Path(r["file"]).relative_to(root)), "final_val_loss": r["final_val_loss"],
+                     "train_time_s": None if r["train_time_ms"] is None else round(r["train_time_ms"] / 1000, 3),
+                     "steps": r["steps"]} for r in runs],
+           "val_history": [[step, loss, None if ms is None else round(ms)] for step, loss, ms in first["val_history"]],
            "steps": first["steps"], "tokens": per_step * first["steps"] if per_step and first["steps"] else None,
            "train_time_s": None if train_ms is None else round(train_ms / 1000, 3),
            "ms_per_step": None if train_ms is None or not first["steps"] else round(train_ms / first["steps"], 2),
@@ -256,3 +263,20 @@ def load_history(track: str, folder: Path = OUT) -> dict:
     if not path.is_file():
         raise HistoryError(f"{path}: missing; run python -m records import-history PATH (a modded-nanogpt checkout)")
     return json.loads(path.read_text())
+
+
+def record_runs(number: int, track: str = "track1", folder: Path = OUT) -> tuple[dict, list[dict]]:
+    """(row, runs as records/logs.py summaries: train_time_ms, final_val_loss, steps, target_val_loss, and
+    for the linked log its val_history) of public
+    record `number` (its first row: the original, not a re-timing), from the committed history."""
+    rows = [r for r in load_history(track, folder)["rows"] if r["number"] == number]
+    if not rows:
+        raise HistoryError(f"no public record #{number} in {folder / (track + '.json')}")
+    row = rows[0]
+    if not row["logs"]:
+        raise HistoryError(f"public record #{number} has no readable log ({'; '.join(row['problems'])})")
+    runs = [{"file": r["file"], "final_val_loss": r["final_val_loss"], "steps": r["steps"],
+             "train_time_ms": None if r["train_time_s"] is None else r["train_time_s"] * 1000,
+             "target_val_loss": MODDED_TARGET, "val_history": row["val_history"] if i == 0 else None}
+            for i, r in enumerate(row["runs"])]
+    return row, runs

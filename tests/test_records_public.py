@@ -7,7 +7,7 @@ from scipy import stats as scipy_stats
 from records.__main__ import main
 from records.logs import parse_log
 from records.public import HistoryError, import_history, load_history, record_seconds
-from tests.records_logs import write_llmc, write_modded, write_public_checkout
+from tests.records_logs import write_llmc, write_modded, write_ours, write_public_checkout
 
 
 def test_llmc_log_has_losses_but_no_times(tmp_path):
@@ -92,3 +92,22 @@ def test_plot_overlays_gpu_entries_only(tmp_path, capsys):
     assert main(["plot", "--root", str(root), "--history", str(history), "--out", str(tmp_path / "png")]) == 0
     for name in ("track1_time.png", "track3_steps.png"):
         assert (tmp_path / "png" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_with_a_public_record(tmp_path, capsys):
+    history = tmp_path / "history"
+    assert main(["import-history", str(write_public_checkout(tmp_path / "checkout")), "--out", str(history)]) == 0
+    ours = tmp_path / "ours"
+    for seed, (loss, ms) in enumerate(((3.2700, 170000.0), (3.2720, 172000.0))):
+        write_ours(ours, f"r{seed}", final=loss, time_ms=ms, seed=seed, config={"target_val_loss": 3.28})
+    capsys.readouterr()
+    assert main(["compare", "public:3", str(ours), "--history", str(history)]) == 0
+    out = capsys.readouterr().out
+    assert "A: public:3: 3 runs, time 181.00 s" in out and "B: " in out and "note:" not in out
+    ratio = 181000.0 / 171000.0
+    assert f"time ratio A/B {ratio:.3f} (95% CI " in out
+    assert "      0  5.0000  5.0000  +0.0000" in out  # both curves start at 5.0 at step 0 (the stand-ins' shape)
+    assert main(["compare", "public:steps:1", "public:steps:2", "--history", str(history)]) == 0
+    assert "no CI: need 2+ runs a side" in capsys.readouterr().out
+    assert main(["compare", "public:4", str(ours), "--history", str(history)]) == 2
+    assert "no readable log" in capsys.readouterr().err
