@@ -96,8 +96,8 @@ def plot(arm_ratios: dict[str, list[float]], tau_max: float, by: str, n: int, pa
     taus = np.linspace(1.0, tau_max, 400)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for color, (arm, r) in enumerate(arm_ratios.items()):
-        ax.step(taus, profile(r, taus), where="post", color=f"C{color}", linewidth=2,
-                label=f"{arm} (score {score(r, tau_max):.3f})")
+        ax.step(taus, profile(r, taus), where="post", color=f"C{color}", linewidth=max(4.0 - 0.8 * color, 1.2),
+                linestyle=("-", "--", "-.", ":")[color % 4], label=f"{arm} (score {score(r, tau_max):.3f})")
     ax.set_xlim(1.0, tau_max)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"τ: {'time' if by == 'time' else 'steps'} to the target / the best arm's")
