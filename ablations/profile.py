@@ -133,9 +133,9 @@ def build(studies: list[Study], results_root: Path, out: Path, by: str = "time",
              f"- Workloads: {len(solved)} ({', '.join(w.name for w in solved)}); each study's own target; "
              f"cost = {'training time (s)' if by == 'time' else 'steps'} to the target, the median over seeds "
              f"(a seed that missed counts as ∞)",
-             f"- Ratio r = cost / the best arm's cost on that workload; profile ρ(τ) = fraction of workloads with "
-             f"r ≤ τ; score = ∫₁^τmax ρ(τ) dτ / (τmax − 1) with τmax = {tau_max:g} (1: best everywhere, 0: never "
-             f"within τmax)",
+             f"- Ratio r = cost / the best arm's cost on that workload; profile ρ(τ) = fraction of workloads "
+             f"with r ≤ τ; score = ∫₁^τmax ρ(τ) dτ / (τmax − 1) with τmax = {tau_max:g} (1: best everywhere, "
+             f"0: never within τmax)",
              f"- Runs: {sum(w.runs for w in loads)} planned, {sum(w.train_seconds for w in loads) / 60:.1f} min of "
              f"training in all; hardware: {', '.join(hardware) or 'unknown'}"]
     dropped = [w.name for w in loads if w not in solved]
@@ -143,7 +143,8 @@ def build(studies: list[Study], results_root: Path, out: Path, by: str = "time",
         lines.append(f"- Left out (no arm reached the target): {', '.join(dropped)}")
     lines += ["", "| arm | score | workloads reached | " + " | ".join(f"r on {w.name}" for w in solved) + " |",
               "|" + "---|" * (3 + len(solved))] + ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", f"Cost to the target ({unit}):", ""] + table(["workload", "target"] + [f"`{a}`" for a in arms], costs)
+    lines += ["", f"Cost to the target ({unit}):", ""]
+    lines += table(["workload", "target"] + [f"`{a}`" for a in arms], costs)
     lines += ["", f"![performance profile]({PLOT})", "",
               f"Made by `{command}` on {datetime.date.today().isoformat()}, {platform.machine()} "
               f"{platform.system()}, Python {platform.python_version()}."]

@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"target val loss (default: the logs' own; {MODDED_TARGET} for modded-nanogpt logs)")
     sub.add_parser("table", help="regenerate the tables in README.md", parents=[common])
     sub.add_parser("check", help="rebuild every entry from its logs; exit 1 on any inconsistency", parents=[common])
-    p = sub.add_parser("compare", help="compare two entries or sets of runs, or runs with a public record (time ratio, Welch's "
-                            "t-test, val loss at equal steps)",
-                       parents=[common])
+    p = sub.add_parser("compare", parents=[common],
+                       help="compare two entries or sets of runs, or runs with a public record "
+                            "(time ratio, Welch's t-test, val loss at equal steps)")
     p.add_argument("a", help="an entry name, a folder of logs, a log, a quoted glob, or a public record: "
                              "public:N (main track), public:steps:N (step-count track)")
     p.add_argument("b")

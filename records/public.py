@@ -245,7 +245,8 @@ def import_history(checkout: str | Path) -> dict[str, dict]:
     """{track: {"source": ..., "rows": [...]}} for both tracks of a checkout (module docstring)."""
     checkout = Path(checkout)
     if not checkout.is_dir():
-        raise HistoryError(f"{checkout}: not a folder; clone the public speedrun (github:{PUBLIC_REPO}) and give its path")
+        raise HistoryError(f"{checkout}: not a folder; clone the public speedrun (github:{PUBLIC_REPO}) "
+                           f"and give its path")
     commit = repo_commit(checkout)
     return {track: {"source": {"repo": PUBLIC_REPO, "commit": commit, "readme": spec["readme"]},
                     "track": spec["description"], "target_val_loss": MODDED_TARGET,
