@@ -426,8 +426,9 @@ def lr_factor(cfg: Config, step: int) -> float:
 # ----------------------------------------------------------------------------------------------
 # 4. Data, evaluation and one training step.
 
-def data_files(cfg: Config, master: bool = True) -> tuple[list[str], list[str]]:
-    """The run's train and val shards (rank 0 builds the embedded corpus on first use); token ids must fit."""
+def data_files(cfg: Config, master: bool = True, check: bool = True) -> tuple[list[str], list[str]]:
+    """The run's train and val shards (rank 0 builds the embedded corpus on first use); with `check`, they must
+    hold the tokens the run reads and their token ids must fit the vocabulary."""
     patterns = None
     if cfg.dataset == "shakespeare" and not (cfg.train_files and cfg.val_files):
         if master:
@@ -435,8 +436,9 @@ def data_files(cfg: Config, master: bool = True) -> tuple[list[str], list[str]]:
         barrier()
         patterns = embedded.prepare(cfg.tokenizer)
     train, val = find_shards(cfg.dataset, cfg.train_files, cfg.val_files, patterns)
-    check_shards(train, val, cfg.num_iterations * cfg.global_batch_tokens + 1, cfg.vocab_size, cfg.reuse_data,
-                 fineweb=cfg.dataset == "fineweb10B" and not cfg.train_files)
+    if check:
+        check_shards(train, val, cfg.num_iterations * cfg.global_batch_tokens + 1, cfg.vocab_size, cfg.reuse_data,
+                     fineweb=cfg.dataset == "fineweb10B" and not cfg.train_files)
     return train, val
 
 

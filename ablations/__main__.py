@@ -1,4 +1,5 @@
-"""python -m ablations run|report FILE: run a study's missing runs, or report on its results."""
+"""python -m ablations run|report FILE, or profile FILE...: run a study's missing runs, report on its results,
+or draw the performance profile of the arms over several studies."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import launch, report, study
+from . import launch, profile, report, study
 from .study import REPO, StudyError
 
 
@@ -64,6 +65,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    loaded = [study.load(f) for f in args.files]
+    out = Path(args.out).resolve() if args.out else profile.default_out(loaded)
+    results = Path(args.results_root).resolve() if args.results_root else REPO / "ablations/results"
+    command = profile.default_command(args.files, args.by, args.tau_max, args.out)
+    print(profile.build(loaded, results, out, by=args.by, tau_max=args.tau_max, command=command))
+    print(f"wrote {out / 'report.md'} and {out / profile.PLOT}")
+    return 0
+
+
 def cmd_task(args) -> int:
     launch.run_task(Path(args.plan), args.index)
     return 0
@@ -87,6 +98,14 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("file")
     rep.add_argument("--results", help="folder of the runs' logs (default ablations/results/<study name>)")
     rep.add_argument("--out", help="where report.md and the PNGs go (default ablations/reports/<study name>)")
+    prof = sub.add_parser("profile", help="performance profile (AlgoPerf style) of the arms over several studies, "
+                                          "each a workload with a time_to_target metric")
+    prof.add_argument("files", nargs="+", help="study files, one workload each (each rung of a ladder)")
+    prof.add_argument("--by", choices=("time", "steps"), default="time",
+                      help="cost to the target: training time (default) or steps")
+    prof.add_argument("--tau-max", type=float, default=4.0, help="upper end of τ for the plot and the score")
+    prof.add_argument("--results-root", help="folder holding one results folder per study (default ablations/results)")
+    prof.add_argument("--out", help="where report.md and the plot go (default ablations/reports/profile_<studies>)")
     task = sub.add_parser("task", help="run one entry of a Slurm plan file (what the array script calls)")
     task.add_argument("plan")
     task.add_argument("index", type=int)
@@ -96,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "report": cmd_report, "task": cmd_task}[args.command](args)
+        return {"run": cmd_run, "report": cmd_report, "profile": cmd_profile, "task": cmd_task}[args.command](args)
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

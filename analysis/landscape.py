@@ -39,7 +39,7 @@ MODES = ("line", "plane", "interpolate")
 def validation_loss(model: train_gpt.GPT, batches: int | None, device: torch.device):
     """A function of no arguments: the model's mean loss on the first `batches` validation micro-batches."""
     cfg = model.cfg
-    _, val_files = train_gpt.data_files(cfg)
+    _, val_files = train_gpt.data_files(cfg, check=False)
     loader = ShardLoader(val_files, cfg.micro_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, 0, 1, device)
     batches = batches or max(cfg.val_tokens // cfg.micro_batch_tokens, 1)
     single = train_gpt.Dist(rank=0, local_rank=0, world=1, device=device)

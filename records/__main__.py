@@ -1,15 +1,16 @@
-"""python -m records add|import|table|check|compare|parse — see records/README.md."""
+"""python -m records add|import|table|check|compare|parse|import-history|plot — see records/README.md."""
 from __future__ import annotations
 
 import argparse
 import datetime
 import getpass
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from . import stats
+from . import public, stats
 from .entries import (PACKAGE, EntryError, build_entry, check, load_entries, load_tracks, locked, resolve_runs,
                       slugify, steps_track_problems, write_entry, write_table)
 from .logs import MODDED_TARGET, LogError, parse_log
@@ -46,28 +47,85 @@ def add(args, imported: bool) -> int:
 
 
 def describe(label: str, spec: str, logs: list[dict]) -> str:
-    times = [log["train_time_ms"] / 1000 for log in logs]
-    t, ci = stats.mean_std(times), stats.ci95(times)
+    times = [log["train_time_ms"] / 1000 for log in logs if log["train_time_ms"] is not None]
     loss = stats.mean_std([log["final_val_loss"] for log in logs])
     steps = stats.mean_std([log["steps"] for log in logs])
-    ci_text = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
-    return (f"{label}: {spec}: {len(logs)} runs, time {t['mean']:.2f} s{ci_text}, val loss {loss['mean']:.4f}"
+    time_text = "time not logged"
+    if times:
+        t, ci = stats.mean_std(times), stats.ci95(times)
+        time_text = f"time {t['mean']:.2f} s" + (f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+    return (f"{label}: {spec}: {len(logs)} runs, {time_text}, val loss {loss['mean']:.4f}"
             + (f" ± {loss['std']:.4f}" if loss["std"] is not None else "") + f", steps {steps['mean']:.1f}")
+
+
+PUBLIC_SPEC = re.compile(r"^public(?::(steps))?:(\d+)$")
+
+
+def load_runs(spec: str, root: Path, history: Path = public.OUT) -> list[dict]:
+    """Run summaries of an entry, folder, log or glob (records/logs.py), or of a public record:
+    `public:N` (main track) or `public:steps:N` (step-count track), from records/public/*.json."""
+    m = PUBLIC_SPEC.match(spec)
+    if m:
+        return public.record_runs(int(m.group(2)), "track3_steps" if m.group(1) else "track1", history)[1]
+    return [parse_log(f) for f in resolve_runs(spec, root)]
+
+
+def curve(logs: list[dict]) -> dict[int, float]:
+    """{step: mean val loss over the runs that validated at that step}."""
+    at: dict[int, list[float]] = {}
+    for log in logs:
+        for step, loss, _ in log.get("val_history") or []:
+            at.setdefault(step, []).append(loss)
+    return {step: sum(v) / len(v) for step, v in at.items()}
 
 
 def compare(args) -> int:
     root = Path(args.root)
-    a, b = ([parse_log(f) for f in resolve_runs(spec, root)] for spec in (args.a, args.b))
+    a, b = (load_runs(spec, root, Path(args.history)) for spec in (args.a, args.b))
     print(describe("A", args.a, a))
     print(describe("B", args.b, b))
-    ratio = stats.ratio_ci95([x["train_time_ms"] for x in a], [x["train_time_ms"] for x in b])
-    ci = (f" (95% CI {ratio['ci95'][0]:.3f}–{ratio['ci95'][1]:.3f})" if ratio["ci95"]
-          else " (no CI: need 2+ runs a side)")
-    print(f"time ratio A/B {ratio['ratio']:.3f}{ci}")
+    targets = sorted({x.get("target_val_loss") for x in a + b} - {None})
+    if len(targets) > 1:
+        print(f"note: the runs aim at different targets ({', '.join(map(str, targets))}): different tasks, so "
+              f"their losses are not comparable")
+    if all(x["train_time_ms"] is not None for x in a + b):
+        ratio = stats.ratio_ci95([x["train_time_ms"] for x in a], [x["train_time_ms"] for x in b])
+        ci = (f" (95% CI {ratio['ci95'][0]:.3f}–{ratio['ci95'][1]:.3f})" if ratio["ci95"]
+              else " (no CI: need 2+ runs a side)")
+        print(f"time ratio A/B {ratio['ratio']:.3f}{ci}")
+    else:
+        print("time ratio A/B: n/a (a log without times)")
     for key, what in (("train_time_ms", "time"), ("final_val_loss", "val loss"), ("steps", "steps")):
-        p = stats.welch_p([x[key] for x in a], [x[key] for x in b])
+        values = [[x[key] for x in side if x[key] is not None] for side in (a, b)]
+        p = stats.welch_p(*values)
         shown = "n/a (under 2 runs a side, or no spread)" if p is None else format(p, ".3g")
         print(f"Welch t-test on {what}: p = {shown}")
+    ca, cb = curve(a), curve(b)
+    common = sorted(set(ca) & set(cb))
+    if common:
+        print("val loss at equal steps (mean over runs that validated there):")
+        print("  step      A        B      B − A")
+        for step in common:
+            print(f"  {step:>5}  {ca[step]:.4f}  {cb[step]:.4f}  {cb[step] - ca[step]:+.4f}")
+    else:
+        print("val loss at equal steps: no validation step in common")
+    return 0
+
+
+def import_history(args) -> int:
+    history = public.import_history(args.checkout)
+    for path in public.write_history(history, Path(args.out)):
+        rows = history[path.stem]["rows"]
+        unread = [r["number"] for r in rows if not r["logs"]]
+        print(f"{path}: {len(rows)} rows, {sum(r['logs'] for r in rows)} logs read"
+              + (f"; no readable log for #{', #'.join(map(str, unread))}" if unread else ""))
+    return 0
+
+
+def plot(args) -> int:
+    from .plots import plot_all  # matplotlib only for this command
+    for path in plot_all(Path(args.root), Path(args.history), Path(args.out)):
+        print(f"wrote {path}")
     return 0
 
 
@@ -112,10 +170,20 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"target val loss (default: the logs' own; {MODDED_TARGET} for modded-nanogpt logs)")
     sub.add_parser("table", help="regenerate the tables in README.md", parents=[common])
     sub.add_parser("check", help="rebuild every entry from its logs; exit 1 on any inconsistency", parents=[common])
-    p = sub.add_parser("compare", help="compare two entries or two sets of runs (time ratio, Welch's t-test)",
-                       parents=[common])
-    p.add_argument("a", help="an entry name, a folder of logs, a log, or a quoted glob")
+    p = sub.add_parser("compare", parents=[common],
+                       help="compare two entries or sets of runs, or runs with a public record "
+                            "(time ratio, Welch's t-test, val loss at equal steps)")
+    p.add_argument("a", help="an entry name, a folder of logs, a log, a quoted glob, or a public record: "
+                             "public:N (main track), public:steps:N (step-count track)")
     p.add_argument("b")
+    p.add_argument("--history", default=str(public.OUT), help="folder of the public history (for public:N)")
+    p = sub.add_parser("import-history", help="the public speedrun's record tables and logs -> records/public/*.json")
+    p.add_argument("checkout", help="a local checkout of github.com/KellerJordan/modded-nanogpt")
+    p.add_argument("--out", default=str(public.OUT), help="where track1.json and track3_steps.json go")
+    p = sub.add_parser("plot", help="record time and steps-to-target against date: the public history with this "
+                                    "repo's GPU entries", parents=[common])
+    p.add_argument("--history", default=str(public.OUT), help="folder of track1.json and track3_steps.json")
+    p.add_argument("--out", default=str(public.OUT), help="where track1_time.png and track3_steps.png go")
     p = sub.add_parser("parse", help="print each log's summary as one JSON line")
     p.add_argument("logs", nargs="+")
     p.add_argument("--target", type=float, help="target val loss for completeness (default: the log's own)")
@@ -127,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             with locked(Path(args.root)):
                 print(f"{write_table(Path(args.root))} updated")
             return 0
-        return {"check": run_check, "compare": compare, "parse": parse}[args.command](args)
+        return {"check": run_check, "compare": compare, "parse": parse,
+                "import-history": import_history, "plot": plot}[args.command](args)
+    except public.HistoryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (EntryError, LogError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

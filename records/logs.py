@@ -19,7 +19,11 @@ code hash recomputes from the embedded sources as the trainer computes it:
   sha256(json.dumps({path: sha256(text)}, sort_keys=True)).
 modded-nanogpt's .txt holds the code it ran (train_gpt.py, in later records further files), a rule,
 `Running ...` versions and nvidia-smi output, a rule, then step lines; its train lines carry no
-train_loss in later records. Its code hash here is sha256 of everything before the environment rule.
+train_loss in later records, and the step-count track's logs give train_time in seconds
+(`train_time:492.485s`), and some print further `key:value` fields before train_time (which are
+skipped). Its code hash here is sha256 of everything before the environment rule.
+The two oldest public records are llm.c logs: `s:N tel:L` (validation) and `s:N trl:L` (training)
+lines and nothing else, so they have no times (train_time_ms None) and no step count N.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ OURS, MODDED = "nanogpt-speedrun", "modded-nanogpt"
 MODDED_TARGET = 3.28  # the public speedrun's main-track target on FineWeb validation
 FINISHED = {"complete", "finished"}
 RULE = re.compile(r"^={100}\n", re.M)
-STEP_LINE = re.compile(r"^step:(\d+)/(\d+) (?:(train_loss|val_loss):(\S+) )?train_time:(-?\d+)ms", re.M)
+STEP_LINE = re.compile(r"^step:(\d+)/(\d+) (?:(train_loss|val_loss):(\S+) )?(?:\w+:\S+ )*train_time:(-?\d+(?:\.\d+)?)(ms|s)\b", re.M)
+LLMC_VAL = re.compile(r"^s:(\d+) tel:(\S+)", re.M)
 FINAL_LINE = re.compile(r"^final val_loss:", re.M)  # the trainer's last line when a run completes
 GPU_ROW = re.compile(r"^\|\s+\d+\s+(\S.*?)\s{2,}(?:On|Off)\s+\|", re.M)
 
@@ -45,13 +50,18 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def train_ms(m: re.Match) -> float:
+    """A STEP_LINE match's train_time in milliseconds (the step-count track logs seconds)."""
+    return float(m.group(5)) * (1000.0 if m.group(6) == "s" else 1.0)
+
+
 def step_lines(text: str) -> tuple[list[list], int | None]:
     """([[step, val_loss, train_time_ms] of each val line], N of `step:n/N`) from the step lines."""
     vals, total = [], None
     for m in STEP_LINE.finditer(text):
         total = int(m.group(2))
         if m.group(3) == "val_loss":
-            vals.append([int(m.group(1)), float(m.group(4)), float(m.group(5))])
+            vals.append([int(m.group(1)), float(m.group(4)), train_ms(m)])
     return vals, total
 
 
@@ -65,6 +75,8 @@ def parse_log(path: str | Path, target: float | None = None) -> dict:
     except OSError as e:
         raise LogError(f"{path}: cannot read the log ({e.strerror}); give the run's .txt file") from None
     if not STEP_LINE.search(text):
+        if LLMC_VAL.search(text):
+            return parse_llmc(path, text, MODDED_TARGET if target is None else target)
         raise LogError(f"{path}: no `step:N/M ... train_time:Tms` lines; not a speedrun log (or cut before training)")
     ours = text.startswith("=" * 100 + "\n# ")
     log = parse_ours(path, text) if ours else parse_modded(text)
@@ -176,3 +188,18 @@ def parse_modded(text: str) -> dict:
             "hardware": hardware({"device": device, "world_size": len(gpus) or 1}), "git_commit": None,
             "code_hash": sha256(code), "target_val_loss": MODDED_TARGET, "tokens": None, "problems": [],
             "torch": torch_version.group(1) if torch_version else None}
+
+
+def parse_llmc(path: Path, text: str, target: float) -> dict:
+    """An llm.c log (the public speedrun's records 1 and 2): validation losses by step, no times.
+
+    Complete when the last validation is at or below the target (there is no N to finish at)."""
+    vals = [[int(m.group(1)), float(m.group(2)), None] for m in LLMC_VAL.finditer(text)]
+    last = vals[-1]
+    problems = [] if last[1] <= target else [
+        f"run not finished (last validation {last[1]:.4f} at step {last[0]}, above the target {target})"]
+    return {"format": MODDED, "run_id": path.stem, "file": str(path), "status": "finished" if not problems else
+            "incomplete", "preset": MODDED, "config": {}, "seed": None, "hardware": "unknown x1", "git_commit": None,
+            "code_hash": None, "target_val_loss": target, "tokens": None, "problems": problems, "torch": None,
+            "val_history": vals, "num_iterations": None, "final_val_loss": last[1], "train_time_ms": None,
+            "steps": last[0], "complete": not problems}
