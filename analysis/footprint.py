@@ -4,20 +4,11 @@
     python -m analysis.footprint --preset=gpt2-xl --optimizer=adam --precision=mixed --micro_batch=32 \
         --activation_model=zero [--checkpointing] [--zero=1 --dp=8]
 
-Model states, Ψ parameters (ZeRO, Rajbhandari et al. 2020), bytes per parameter:
-    weights w + gradients g + fp32 master copy m + 4·k for k fp32 state numbers per parameter;
-    mixed-precision Adam: 2 + 2 + 4 + 4·2 = 16 bytes, i.e. 16Ψ. The state numbers of each
-    parameter come from its optimizer class (`state_numel(shape, **hyperparameters)`), with the
-    hyperparameters of the group the trainer gives it (or the class's defaults with --optimizer).
-ZeRO-DP over N ranks divides optimizer states and master copy by N (stage 1), also the gradients
-(stage 2), also the weights (stage 3).
-Activations of one layer, s tokens per sequence, b sequences, width h, a heads, MLP ratio r:
-    korthikanti: s·b·h·(18 + 4r + 5·a·s/h) bytes with 16-bit activations (34 + 5as/h at r = 4,
-                 Korthikanti et al. 2022); flash attention keeps no a·s² scores: drop 5as/h.
-                 Checkpointing keeps each layer's input (2sbh) and recomputes one layer at a time.
-    zero:        12·s·b·h numbers (the ZeRO paper's count); checkpointing divides the total by √L.
-The output logits add s·b·V fp32 numbers kept by log-softmax (and as many for the tanh soft-cap).
-fp32 activations double these bytes. Formulas, figures and limits: docs/analysis.md.
+The formulas (model states after ZeRO, activations after Korthikanti et al. or the ZeRO paper, the
+logits) are in runtime/footprint.py, where the trainer also uses them; here the model is built on the
+meta device and each parameter's optimizer state is sized by its optimizer class
+(`state_numel(shape, **hyperparameters)`) with the hyperparameters of the group the trainer gives it
+(or the class's defaults with --optimizer). Figures and limits: docs/analysis.md.
 """
 from __future__ import annotations
 
