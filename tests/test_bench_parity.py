@@ -1,0 +1,99 @@
+"""bench/parity.py: extraction from each public log format, the checked adaptation, and a run end to end
+on a stand-in "public" trainer (tests/stand_ins/modded_nanogpt/trainer_2024.py)."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import parity
+from data.shards import write_shard
+from records import stats
+
+STAND_INS = Path(__file__).parent / "stand_ins" / "modded_nanogpt"
+TRAINER = (STAND_INS / "trainer_2024.py").read_text()
+RULE = "=" * 100
+SHAPE = dict(train_files="/data/train_*.bin", val_files="/data/val_*.bin", vocab_size=320, n_layer=2, model_dim=64,
+             n_head=2, seq_len=64, batch_tokens=1024, steps=40, val_every=10, val_tokens=2048)
+
+
+@pytest.mark.parametrize("name, files", [
+    ("log_2024.txt", {"train_gpt.py": 'import os\nimport torch\nprint("2024 script")\n'}),
+    ("log_2025.txt", {"train_gpt.py": 'import os\nimport sys\nimport torch\nprint("2025 script")\n\n'}),
+    ("log_2026.txt", {"train_gpt.py": 'import os\nimport torch\nfrom triton_kernels import XXT\nprint("2026 script")\n\n\n',
+                      "triton_kernels.py": "\nimport triton\ndef XXT(x):\n    return x @ x.T\n\n"}),
+])
+def test_extract_each_public_log_format(name, files):
+    assert parity.extract((STAND_INS / name).read_text(), name) == files
+
+
+def test_extract_rejects_a_log_without_the_environment_rule():
+    with pytest.raises(parity.ParityError, match="not a public speedrun log"):
+        parity.extract("import torch\nstep:1/2 val_loss:3.0 train_time:1ms step_avg:1ms\n")
+
+
+def test_adapt_sets_the_shape_and_keeps_the_schedule_fractions():
+    script, notes = parity.adapt(TRAINER, SHAPE)
+    fields = {k: parity.number(node.value) if k not in ("input_bin", "input_val_bin") else node.value.value
+              for k, (node, _) in parity.hyperparameters(script).items()}
+    assert fields == dict(input_bin="/data/train_*.bin", input_val_bin="/data/val_*.bin", batch_size=16,
+                          device_batch_size=16, sequence_length=64, num_iterations=40, warmup_iters=0,
+                          warmdown_iters=12, val_loss_every=10, val_tokens=2048)  # 300/1000 of 40 steps
+    assert "GPTConfig(vocab_size=num_vocab, n_layer=2, n_head=2, n_embd=64)" in script
+    assert "num_vocab = 320\n" in script and "'cuda" not in script and "assert torch.cuda" not in script
+    assert any(n.startswith("CUDA device strings: 4 x") for n in notes)
+
+
+@pytest.mark.parametrize("change, message", [
+    (("n_layer=12, n_head=6, n_embd=768", "n_layer=12, n_embd=768"), "the model shape: found 0 match"),
+    (("    warmdown_iters : int = 300\n", ""), "no field warmdown_iters"),
+    (("import torch\n", "import torch\nimport triton_kernels\n"), "Triton kernels"),
+    (("input_bin :", "train_files :"), "unknown Hyperparameters layout"),
+])
+def test_adapt_fails_with_one_line_on_a_script_it_does_not_handle(change, message):
+    with pytest.raises(parity.ParityError, match=message) as error:
+        parity.adapt(TRAINER.replace(*change, 1), SHAPE)
+    assert "\n" not in str(error.value)
+
+
+def test_compare_gives_each_side_its_mean_and_ci():
+    public = [{"val": {0: 5.0, 10: 3.0}}, {"val": {0: 5.0, 10: 3.2}}, {"val": {0: 5.0, 10: 3.1}}]
+    ours = [{"val": {0: 5.0, 10: 2.9, 20: 2.0}}, {"val": {0: 5.0, 10: 3.0}}]
+    rows = parity.compare(public, ours)
+    assert [r["step"] for r in rows] == [0, 10]  # step 20 is not in every run
+    assert rows[1]["public"] == pytest.approx(3.1) and rows[1]["ours"] == pytest.approx(2.95)
+    assert rows[1]["public_ci95"] == stats.ci95([3.0, 3.2, 3.1]) and rows[1]["diff"] == pytest.approx(-0.15)
+
+
+def test_end_to_end_on_a_stand_in_public_trainer(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    text = "".join(chr(c) for c in rng.choice([97, 98, 99, 32], size=20000, p=[0.5, 0.3, 0.1, 0.1]))
+    tokens = np.frombuffer(text.encode(), dtype=np.uint8).astype(np.uint16)
+    write_shard(tmp_path / "train_000.bin", tokens[:16000])
+    write_shard(tmp_path / "val_000.bin", tokens[16000:])
+    log = tmp_path / "standin_record.txt"
+    log.write_text(f"{RULE}\n{TRAINER}{RULE}\nRunning pytorch 2.5.1\nnvidia-smi:\n{RULE}\n"
+                   "step:0/1000 val_loss:10.8 train_time:0ms step_avg:nanms\n")
+    out = tmp_path / "report"
+    code = parity.main([str(log), "--speedrun", str(tmp_path), "--steps=4", "--val_every=2", "--seeds", "0",
+                        "--n_layer=1", "--model_dim=32", "--n_head=2", "--seq_len=32", "--batch_tokens=256",
+                        "--val_tokens=512", f"--train_files={tmp_path}/train_*.bin", f"--val_files={tmp_path}/val_*.bin",
+                        f"--out={out}", f"--work={tmp_path / 'work'}"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "parity.json").read_text())
+    assert [r["step"] for r in result["rows"]] == [0, 2, 4]
+    for side in ("public", "ours"):
+        curve = [r[side] for r in result["rows"]]
+        assert all(math.isfinite(v) for v in curve) and curve[-1] < curve[0]  # both trainers learned something
+    report = (out / "README.md").read_text()
+    assert "| 4 |" in report and "Hyperparameters.warmdown_iters: 300 -> 1" in report
+    assert (out / "val_loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    assert parity.main(["8", "--speedrun", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --speedrun") and "\n" not in err
+    assert parity.main(["8", "--speedrun", str(tmp_path), "--batch_tokens=100"]) == 2
+    assert "multiple of --seq_len" in capsys.readouterr().err
