@@ -53,8 +53,6 @@ README_ROW = re.compile(r"^(\d+)\s*\|[^\n]*?\[log\]\((records/[^)\s]+)\)", re.M)
 UNSUPPORTED = [
     (re.compile(r"^from triton_kernels import|^import triton_kernels", re.M), "its Triton kernels (triton_kernels.py)"),
     (re.compile(r"get_kernel\(|flash_attn", re.M), "FlashAttention-3 from the kernels hub"),
-    (re.compile(r"^from torch\.nn\.attention\.flex_attention import", re.M), "FlexAttention with block masks"),
-    (re.compile(r"torch\._scaled_mm", re.M), "FP8 matmuls (torch._scaled_mm)"),
 ]
 
 
@@ -122,16 +120,20 @@ def number(node: ast.AST) -> float:
     raise ValueError(ast.dump(node))
 
 
-def hyperparameters(script: str) -> dict[str, tuple[ast.AnnAssign, str]]:
-    """{field: (its node, its source)} of the script's `class Hyperparameters`."""
+def hyperparameters(script: str) -> dict[str, tuple[ast.AST, str]]:
+    """{field: (its assignment, its value's source)} of the script's `class Hyperparameters`."""
     try:
         tree = ast.parse(script)
     except SyntaxError as e:
         raise ParityError(f"the embedded script does not parse ({e}); the log's code section is damaged") from None
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == "Hyperparameters":
-            return {n.target.id: (n, ast.get_source_segment(script, n.value)) for n in node.body
-                    if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and n.value is not None}
+            fields = {}
+            for n in node.body:  # 2024: `name : type = value`; 2025: `name = value`
+                target = n.target if isinstance(n, ast.AnnAssign) else n.targets[0] if isinstance(n, ast.Assign) else None
+                if isinstance(target, ast.Name) and n.value is not None:
+                    fields[target.id] = (n, ast.get_source_segment(script, n.value))
+            return fields
     raise ParityError("the script has no `class Hyperparameters`; bench/parity.py handles the 2024-2025 trainers")
 
 
@@ -162,19 +164,8 @@ def substitute(script: str, pattern: str, replacement: str, what: str, count: in
     return new, n
 
 
-def adapt(script: str, shape: dict) -> tuple[str, list[str]]:
-    """The script at `shape` on CPU, and one line per edit made (what the report lists as replaced).
-
-    shape: train_files, val_files, vocab_size, n_layer, model_dim, n_head, seq_len, batch_tokens,
-    steps, val_every, val_tokens.
-    """
-    for pattern, feature in UNSUPPORTED:
-        if pattern.search(script):
-            raise ParityError(f"the script uses {feature}, which has no CPU reference in bench/parity.py yet")
-    fields = hyperparameters(script)
-    if "input_bin" not in fields:
-        raise ParityError(f"unknown Hyperparameters layout ({', '.join(sorted(fields)[:6])}, ...); "
-                          "bench/parity.py handles the 2024 trainers (input_bin, batch_size in sequences, warmdown_iters)")
+def layout_2024(fields: dict, shape: dict) -> tuple[dict, list[tuple]]:
+    """Records #8-#13: batch in sequences of `sequence_length`, warmup/warmdown in iterations."""
     missing = [k for k in ("num_iterations", "warmup_iters", "warmdown_iters") if k not in fields]
     if missing:
         raise ParityError(f"the script's Hyperparameters have no field {', '.join(missing)}; "
@@ -188,15 +179,53 @@ def adapt(script: str, shape: dict) -> tuple[str, list[str]]:
     values = dict(input_bin=shape["train_files"], input_val_bin=shape["val_files"], batch_size=seqs,
                   device_batch_size=seqs, sequence_length=shape["seq_len"], num_iterations=shape["steps"],
                   val_loss_every=shape["val_every"], val_tokens=shape["val_tokens"], **scaled)
-    notes = [f"Hyperparameters.{k}: {fields[k][1]} -> {v!r}" for k, v in values.items()]
+    edits = [(r"^num_vocab = \d+$", f"num_vocab = {shape['vocab_size']}", "the padded vocabulary", 1),
+             (r"n_layer=\d+, n_head=\d+, n_embd=\d+",
+              f"n_layer={shape['n_layer']}, n_head={shape['n_head']}, n_embd={shape['model_dim']}", "the model shape", 1)]
+    return values, edits
+
+
+def layout_2025(fields: dict, shape: dict, script: str) -> tuple[dict, list[tuple]]:
+    """Records #14-#21 or so: one document-masked FlexAttention sequence of `seq_len` tokens per rank and
+    step, cooldown as a fraction (kept), the model's encoder masks listed by hand (fixing the depth)."""
+    masks = re.search(r"^\s*block_masks = \[([^\]]*)\]", script, re.M)
+    if masks and shape["n_layer"] != 2 * len(masks.group(1).split(",")):
+        raise ParityError(f"the script lists {len(masks.group(1).split(','))} encoder block masks by hand: "
+                          f"use --n_layer={2 * len(masks.group(1).split(','))}")
+    if "BLOCK_SIZE = 128" in script and (shape["batch_tokens"] % 128 or shape["val_tokens"] % 128):
+        raise ParityError("the script's block masks need --batch_tokens and --val_tokens to be multiples of 128")
+    values = dict(train_files=shape["train_files"], val_files=shape["val_files"], val_tokens=shape["val_tokens"],
+                  num_iterations=shape["steps"], val_loss_every=shape["val_every"], seq_len=shape["batch_tokens"],
+                  val_seq_len=shape["batch_tokens"])
+    edits = [(r"vocab_size=\d+, num_layers=\d+, num_heads=\d+, model_dim=\d+",
+              f"vocab_size={shape['vocab_size']}, num_layers={shape['n_layer']}, num_heads={shape['n_head']}, "
+              f"model_dim={shape['model_dim']}", "the model shape", 1),
+             (r"== 50256\)", f"== {shape['eot']})", "the end-of-text token of the document mask", 1),
+             (r"pin_memory=True", "pin_memory=False", "pinned host memory", None)]
+    return values, edits
+
+
+def adapt(script: str, shape: dict) -> tuple[str, list[str]]:
+    """The script at `shape` on CPU, and one line per edit made (what the report lists as replaced).
+
+    shape: train_files, val_files (globs relative to the run's folder), vocab_size, eot, n_layer,
+    model_dim, n_head, seq_len, batch_tokens, steps, val_every, val_tokens.
+    """
+    for pattern, feature in UNSUPPORTED:
+        if pattern.search(script):
+            raise ParityError(f"the script uses {feature}, which has no CPU reference in bench/parity.py yet")
+    fields = hyperparameters(script)
+    if "input_bin" in fields:
+        values, edits = layout_2024(fields, shape)
+    elif "train_files" in fields and "seq_len" in fields:
+        values, edits = layout_2025(fields, shape, script)
+    else:
+        raise ParityError(f"unknown Hyperparameters layout ({', '.join(sorted(fields)[:6])}, ...); bench/parity.py "
+                          "handles the 2024 trainers (input_bin, ...) and the 2025 FlexAttention ones (train_files, seq_len, ...)")
     script = set_fields(script, values)
-    edits = [
-        (r"^num_vocab = \d+$", f"num_vocab = {shape['vocab_size']}", "the padded vocabulary", 1),
-        (r"n_layer=\d+, n_head=\d+, n_embd=\d+",
-         f"n_layer={shape['n_layer']}, n_head={shape['n_head']}, n_embd={shape['model_dim']}", "the model shape", 1),
-        (r"^assert torch\.cuda\.is_available\(\)$", "pass  # CPU parity run", "the CUDA assertion", 1),
-        (r"""f?(['"])cuda(:\{[^}'"]*\}|:\d+)?\1""", '"cpu"', "CUDA device strings", None),
-    ]
+    notes = [f"Hyperparameters.{k}: {fields[k][1]} -> {v!r}" for k, v in values.items()]
+    edits += [(r"^assert torch\.cuda\.is_available\(\)$", "pass  # CPU parity run", "the CUDA assertion", 1),
+              (r"""f?(['"])cuda(:\{[^}'"]*\}|:\d+)?\1""", '"cpu"', "CUDA device strings", None)]
     for pattern, replacement, what, count in edits:
         script, n = substitute(script, pattern, replacement, what, count)
         notes.append(f"{what}: {n} x /{pattern}/ -> {replacement}")
@@ -222,10 +251,21 @@ def run(cmd: list[str], cwd: Path, log: Path) -> None:
         raise ParityError(f"{shlex.join(cmd[:3])} ... exited with {code}: {tail[0]} (full output: {log})")
 
 
-def run_public(script: Path, seed: int, work: Path) -> Path:
+DATA_LINKS = ("train_data", "val_data")  # the public run reads the shards through these links in its folder
+
+
+def public_globs(shape: dict) -> dict:
+    """The shard globs as the public script sees them: relative to its folder (2025 trainers glob from cwd)."""
+    return {key: f"{link}/{Path(shape[key]).name}" for key, link in zip(("train_files", "val_files"), DATA_LINKS)}
+
+
+def run_public(script: Path, seed: int, work: Path, shape: dict) -> Path:
     """Run the adapted public script in its own folder; return the log it wrote (logs/<uuid>.txt)."""
     folder = work / f"public_seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
+    for key, link in zip(("train_files", "val_files"), DATA_LINKS):
+        (folder / link).unlink(missing_ok=True)
+        (folder / link).symlink_to(Path(shape[key]).resolve().parent, target_is_directory=True)
     run([sys.executable, str(SHIM), f"--seed={seed}", str(script)], folder, folder / "stdout.txt")
     logs = sorted((folder / "logs").glob("*.txt"), key=lambda p: p.stat().st_mtime)
     if not logs:
@@ -312,7 +352,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
               "Public script adapted (text edits, counted):", *(f"- {n}" for n in meta["edits"]), "",
               "Replaced at run time by bench/parity_shim.py: torch.compile (eager), autocast (fp32), CUDA "
               "synchronize/memory calls, Tensor/Module .cuda and pin_memory, SDPA backend switches, "
-              "torch.distributed and DDP (one process), nvidia-smi.", "",
+              "torch.distributed and DDP (one process), nvidia-smi; FlexAttention by SDPA with its BlockMask made "
+              "dense, torch._scaled_mm (FP8) by an fp32 matmul of the fp8 operands (where the script uses them).", "",
               "Command:", "", "```", meta["command"], "```", ""]
     return "\n".join(lines)
 
@@ -355,6 +396,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val_every", type=int, default=25)
     parser.add_argument("--val_tokens", type=int, default=65536)
     parser.add_argument("--vocab_size", type=int, default=320, help="padded vocabulary (byte-level data: 320)")
+    parser.add_argument("--eot", type=int, default=256, help="the data's end-of-text token (byte-level: 256; GPT-2: 50256)")
     parser.add_argument("--train_files", default="", help="glob of training shards (default: the embedded byte-level corpus)")
     parser.add_argument("--val_files", default="")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default bench/reports/parity_<record>)")
@@ -382,9 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         files = extract(log.read_text(errors="replace"), str(log))
         if not (args.train_files and args.val_files):
             args.train_files, args.val_files = embedded.prepare("byte")
-        shape = {k: getattr(args, k) for k in ("train_files", "val_files", "vocab_size", "n_layer", "model_dim", "n_head",
-                                               "seq_len", "batch_tokens", "steps", "val_every", "val_tokens")}
-        script, edits = adapt(files["train_gpt.py"], shape)
+        shape = {k: getattr(args, k) for k in ("train_files", "val_files", "vocab_size", "eot", "n_layer", "model_dim",
+                                               "n_head", "seq_len", "batch_tokens", "steps", "val_every", "val_tokens")}
+        script, edits = adapt(files["train_gpt.py"], {**shape, **public_globs(shape)})
         slug = args.record.lstrip("#") if not Path(args.record).is_file() else Path(args.record).stem
         out = args.out or REPO / "bench" / "reports" / f"parity_record{slug}"
         work = Path(args.work or tempfile.mkdtemp(prefix="parity-"))
@@ -395,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write(work / name, text)
         public, ours = [], []
         for seed in args.seeds:
-            public.append(curve(run_public(adapted, seed, work)))
+            public.append(curve(run_public(adapted, seed, work, shape)))
             ours.append(curve(run_ours(args.preset, shape, seed, work)))
     except ParityError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,7 +15,11 @@ their one-process CPU equivalents:
     each collective leaves its input as the result (all_reduce of one rank, SUM or AVG, is the identity;
     all_gather / reduce_scatter / broadcast copy); DistributedDataParallel → the module with `.module`
     and `no_sync()`;
-  - `nvidia-smi` run through subprocess → one line saying there is none.
+  - `nvidia-smi` run through subprocess → one line saying there is none;
+  - FlexAttention (no CPU backward in torch) → `flex_attention_reference`: softmax attention over
+    exactly the keys its BlockMask allows, by scaled_dot_product_attention with that boolean mask;
+  - torch._scaled_mm (FP8 matmul, CUDA only) → `scaled_mm_reference`: the fp8 operands upcast to
+    fp32, multiplied, times both scales (the script's own fp8 rounding of the operands stays).
 torch, numpy and random are seeded with S first (the public scripts set no seed).
 """
 from __future__ import annotations
@@ -32,6 +36,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.attention.flex_attention as flex
+import torch.nn.functional as F
 
 
 class _Done:
@@ -71,6 +77,52 @@ class OneProcessDDP(nn.Module):
         return contextlib.nullcontext()
 
 
+def _dense_blocks(num: torch.Tensor, indices: torch.Tensor, n_kv_blocks: int) -> torch.Tensor:
+    """(..., q blocks, kv blocks) booleans: block (i, j) is listed among the first num[i] of indices[i]."""
+    listed = torch.arange(indices.size(-1), device=indices.device) < num[..., None]
+    dense = torch.zeros(*num.shape, n_kv_blocks + 1, dtype=torch.bool, device=num.device)
+    dense.scatter_(-1, torch.where(listed, indices.long(), n_kv_blocks), True)  # unlisted slots go to a spare column
+    return dense[..., :n_kv_blocks]
+
+
+def block_mask_dense(block_mask, q_len: int, kv_len: int) -> torch.Tensor:
+    """Token-level mask of a BlockMask: full blocks, plus partial blocks where mask_mod(b, h, q, kv) holds."""
+    q_block, kv_block = block_mask.BLOCK_SIZE
+    n_kv = -(-kv_len // kv_block)
+
+    def expand(blocks):
+        return blocks.repeat_interleave(q_block, -2).repeat_interleave(kv_block, -1)[..., :q_len, :kv_len]
+    partial = expand(_dense_blocks(block_mask.kv_num_blocks, block_mask.kv_indices, n_kv))
+    device = partial.device
+    q, kv, zero = torch.arange(q_len, device=device)[:, None], torch.arange(kv_len, device=device)[None, :], torch.tensor(0)
+    allowed = partial & block_mask.mask_mod(zero, zero, q, kv)
+    if block_mask.full_kv_num_blocks is not None:
+        allowed |= expand(_dense_blocks(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, n_kv))
+    return allowed
+
+
+def flex_attention_reference(query, key, value, score_mod=None, block_mask=None, scale=None, enable_gqa=False,
+                             return_lse=False, kernel_options=None, **options):
+    """softmax(q·kᵀ·scale + (0 where the BlockMask allows, −∞ elsewhere))·v: FlexAttention's definition."""
+    if score_mod is not None or enable_gqa or return_lse:
+        raise NotImplementedError("bench/parity_shim.py: flex_attention with score_mod, GQA or return_lse has no reference here")
+    mask = None if block_mask is None else block_mask_dense(block_mask, query.size(-2), key.size(-2))
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
+
+
+def scaled_mm_reference(a, b, scale_a=None, scale_b=None, bias=None, scale_result=None, out_dtype=None,
+                        use_fast_accum=False):
+    """(a·scale_a)(b·scale_b) [+ bias] in fp32 from fp8 operands, cast to out_dtype: torch._scaled_mm's math."""
+    out = a.float() @ b.float()
+    if scale_a is not None:
+        out = out * scale_a.float()
+    if scale_b is not None:
+        out = out * scale_b.float()
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(out_dtype or a.dtype)
+
+
 def patch_torch() -> None:
     torch.compile = lambda fn=None, *args, **kwargs: fn if fn is not None else (lambda f: f)
     torch.autocast = torch.amp.autocast = lambda *args, **kwargs: contextlib.nullcontext()
@@ -93,6 +145,8 @@ def patch_torch() -> None:
     dist.all_gather_into_tensor = dist._all_gather_base = _collective(lambda out, inp, *rest: _copy_into(out, inp))
     dist.reduce_scatter_tensor = dist._reduce_scatter_base = _collective(lambda out, inp, *rest: _copy_into(out, inp))
     dist.all_gather = _collective(lambda outs, inp, *rest: _copy_into(outs[0], inp))
+    flex.flex_attention = flex_attention_reference
+    torch._scaled_mm = scaled_mm_reference
     run = subprocess.run
 
     def run_without_nvidia_smi(cmd, *args, **kwargs):

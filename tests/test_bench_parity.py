@@ -97,3 +97,64 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert err.startswith("error: --speedrun") and "\n" not in err
     assert parity.main(["8", "--speedrun", str(tmp_path), "--batch_tokens=100"]) == 2
     assert "multiple of --seq_len" in capsys.readouterr().err
+
+
+SCRIPT_2025 = '''import torch
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+@dataclass
+class Hyperparameters:
+    train_files = "data/fineweb10B/fineweb_train_*.bin"
+    val_files = "data/fineweb10B/fineweb_val_*.bin"
+    val_tokens = 10485760
+    num_iterations = 1770
+    cooldown_frac = 0.4
+    val_loss_every = 125
+    seq_len = 48*1024
+    val_seq_len = 4*64*1024
+args = Hyperparameters()
+
+assert torch.cuda.is_available()
+docs = (input_seq == 50256).cumsum(0)
+block_masks = [long_bm, short_bm, short_bm]
+tokens = torch.empty(10, dtype=torch.uint16, pin_memory=True)
+device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+model = GPT(vocab_size=50257, num_layers=12, num_heads=6, model_dim=768, max_seq_len=args.seq_len).cuda()
+'''
+
+
+def test_adapt_2025_flexattention_layout():
+    shape = {**SHAPE, "n_layer": 6, "eot": 256, "batch_tokens": 1024, "val_tokens": 2048}
+    script, notes = parity.adapt(SCRIPT_2025, shape)
+    fields = {k: src for k, (_, src) in parity.hyperparameters(script).items()}
+    assert fields == dict(train_files="'/data/train_*.bin'", val_files="'/data/val_*.bin'", val_tokens="2048",
+                          num_iterations="40", cooldown_frac="0.4", val_loss_every="10", seq_len="1024", val_seq_len="1024")
+    assert "GPT(vocab_size=320, num_layers=6, num_heads=2, model_dim=64, max_seq_len" in script
+    assert "(input_seq == 256)" in script and "pin_memory=True" not in script and 'torch.device("cpu", ' in script
+    with pytest.raises(parity.ParityError, match="3 encoder block masks by hand: use --n_layer=6"):
+        parity.adapt(SCRIPT_2025, {**shape, "n_layer": 4})
+
+
+def test_flex_attention_reference_matches_torch_flexattention_forward():
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    import torch
+    shim = pytest.importorskip("bench.parity_shim")
+    docs = (torch.rand(384, generator=torch.Generator().manual_seed(0)) < 0.02).cumsum(0)
+
+    def document_window(b, h, q, kv):
+        return (q >= kv) & (docs[q] == docs[kv]) & (q - kv < 200)
+    mask = create_block_mask(document_window, None, None, 384, 384, device="cpu")
+    q, k, v = torch.randn(3, 1, 2, 384, 16, generator=torch.Generator().manual_seed(1)).unbind(0)
+    expected = flex_attention(q, k, v, block_mask=mask, scale=0.12)  # torch's own eager path (forward only on CPU)
+    assert torch.allclose(shim.flex_attention_reference(q, k, v, block_mask=mask, scale=0.12), expected, atol=1e-5)
+
+
+def test_scaled_mm_reference_is_the_scaled_product_of_the_fp8_operands():
+    import torch
+    shim = pytest.importorskip("bench.parity_shim")
+    x, w = torch.randn(8, 16), torch.randn(4, 16)
+    x8, w8 = (x * 2).to(torch.float8_e4m3fn), (w * 64).to(torch.float8_e4m3fn)
+    out = shim.scaled_mm_reference(x8, w8.t(), scale_a=torch.tensor(0.5), scale_b=torch.tensor(1 / 64),
+                                   out_dtype=torch.float32)
+    assert torch.allclose(out, x8.float() @ w8.float().t() / 128)
+    assert torch.allclose(out, x @ w.t(), rtol=0.1, atol=0.3)  # fp8 rounding of the operands only
