@@ -189,9 +189,11 @@ def layout_2025(fields: dict, shape: dict, script: str) -> tuple[dict, list[tupl
     """Records #14-#21 or so: one document-masked FlexAttention sequence of `seq_len` tokens per rank and
     step, cooldown as a fraction (kept), the model's encoder masks listed by hand (fixing the depth)."""
     masks = re.search(r"^\s*block_masks = \[([^\]]*)\]", script, re.M)
-    if masks and shape["n_layer"] != 2 * len(masks.group(1).split(",")):
-        raise ParityError(f"the script lists {len(masks.group(1).split(','))} encoder block masks by hand: "
-                          f"use --n_layer={2 * len(masks.group(1).split(','))}")
+    if masks:
+        listed = len(masks.group(1).split(","))
+        depth = 2 * listed if "block_masks.reverse()" in script else listed  # U-net: the decoder reuses them reversed
+        if shape["n_layer"] != depth:
+            raise ParityError(f"the script lists {listed} block masks by hand, for {depth} layers: use --n_layer={depth}")
     if "BLOCK_SIZE = 128" in script and (shape["batch_tokens"] % 128 or shape["val_tokens"] % 128):
         raise ParityError("the script's block masks need --batch_tokens and --val_tokens to be multiples of 128")
     values = dict(train_files=shape["train_files"], val_files=shape["val_files"], val_tokens=shape["val_tokens"],
@@ -259,18 +261,32 @@ def public_globs(shape: dict) -> dict:
     return {key: f"{link}/{Path(shape[key]).name}" for key, link in zip(("train_files", "val_files"), DATA_LINKS)}
 
 
-def run_public(script: Path, seed: int, work: Path, shape: dict) -> Path:
+def finished(log: Path | None) -> bool:
+    """Whether `log` is a run log that reached its last step (what --reuse accepts instead of a rerun)."""
+    try:
+        return log is not None and log.is_file() and parse_log(log)["status"] in ("finished", "complete")
+    except LogError:
+        return False
+
+
+def run_public(script: Path, seed: int, work: Path, shape: dict, reuse: bool = False) -> Path:
     """Run the adapted public script in its own folder; return the log it wrote (logs/<uuid>.txt)."""
     folder = work / f"public_seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
+
+    def newest_log() -> Path | None:
+        logs = sorted((folder / "logs").glob("*.txt"), key=lambda p: p.stat().st_mtime)
+        return logs[-1] if logs else None
+    if reuse and finished(newest_log()):
+        print(f"reusing {newest_log()}", flush=True)
+        return newest_log()
     for key, link in zip(("train_files", "val_files"), DATA_LINKS):
         (folder / link).unlink(missing_ok=True)
         (folder / link).symlink_to(Path(shape[key]).resolve().parent, target_is_directory=True)
     run([sys.executable, str(SHIM), f"--seed={seed}", str(script)], folder, folder / "stdout.txt")
-    logs = sorted((folder / "logs").glob("*.txt"), key=lambda p: p.stat().st_mtime)
-    if not logs:
+    if newest_log() is None:
         raise ParityError(f"the public script wrote no logs/*.txt in {folder}")
-    return logs[-1]
+    return newest_log()
 
 
 def ours_command(preset: str, shape: dict, seed: int, log_dir: Path, run_id: str) -> list[str]:
@@ -282,11 +298,17 @@ def ours_command(preset: str, shape: dict, seed: int, log_dir: Path, run_id: str
     return [sys.executable, str(REPO / "train_gpt.py"), f"--preset={preset}", *(f"--{k}={v}" for k, v in keys.items())]
 
 
-def run_ours(preset: str, shape: dict, seed: int, work: Path) -> Path:
+def run_ours(preset: str, shape: dict, seed: int, work: Path, reuse: bool = False) -> Path:
     folder = work / f"ours_seed{seed}"
+    log = folder / f"ours_seed{seed}.txt"
+    if reuse and finished(log):
+        print(f"reusing {log}", flush=True)
+        return log
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"ours_seed{seed}.*"):
+        old.unlink()
     run(ours_command(preset, shape, seed, folder, f"ours_seed{seed}"), REPO, folder / "stdout.txt")
-    return folder / f"ours_seed{seed}.txt"
+    return log
 
 
 def curve(log: Path) -> dict:
@@ -401,6 +423,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val_files", default="")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default bench/reports/parity_<record>)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder for the runs (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs that already finished in --work instead of running them again")
     args = parser.parse_args(argv)
     problems = [f"--{k} must be positive" for k in ("steps", "n_layer", "model_dim", "n_head", "seq_len", "batch_tokens",
                                                    "val_tokens", "vocab_size") if getattr(args, k) < 1]
@@ -437,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write(work / name, text)
         public, ours = [], []
         for seed in args.seeds:
-            public.append(curve(run_public(adapted, seed, work, shape)))
-            ours.append(curve(run_ours(args.preset, shape, seed, work)))
+            public.append(curve(run_public(adapted, seed, work, shape, args.reuse)))
+            ours.append(curve(run_ours(args.preset, shape, seed, work, args.reuse)))
     except ParityError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

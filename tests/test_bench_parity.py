@@ -76,16 +76,21 @@ def test_end_to_end_on_a_stand_in_public_trainer(tmp_path, capsys):
     log.write_text(f"{RULE}\n{TRAINER}{RULE}\nRunning pytorch 2.5.1\nnvidia-smi:\n{RULE}\n"
                    "step:0/1000 val_loss:10.8 train_time:0ms step_avg:nanms\n")
     out = tmp_path / "report"
-    code = parity.main([str(log), "--speedrun", str(tmp_path), "--steps=4", "--val_every=2", "--seeds", "0",
-                        "--n_layer=1", "--model_dim=32", "--n_head=2", "--seq_len=32", "--batch_tokens=256",
-                        "--val_tokens=512", f"--train_files={tmp_path}/train_*.bin", f"--val_files={tmp_path}/val_*.bin",
-                        f"--out={out}", f"--work={tmp_path / 'work'}"])
+    args = [str(log), "--speedrun", str(tmp_path), "--steps=4", "--val_every=2", "--seeds", "0", "--n_layer=1",
+            "--model_dim=32", "--n_head=2", "--seq_len=32", "--batch_tokens=256", "--val_tokens=512",
+            f"--train_files={tmp_path}/train_*.bin", f"--val_files={tmp_path}/val_*.bin", f"--out={out}",
+            f"--work={tmp_path / 'work'}"]
+    code = parity.main(args)
     assert code == 0, capsys.readouterr().err
     result = json.loads((out / "parity.json").read_text())
     assert [r["step"] for r in result["rows"]] == [0, 2, 4]
     for side in ("public", "ours"):
         curve = [r[side] for r in result["rows"]]
         assert all(math.isfinite(v) for v in curve) and curve[-1] < curve[0]  # both trainers learned something
+    stamps = {p: p.stat().st_mtime for p in (tmp_path / "work").rglob("*.txt")}
+    assert parity.main([*args, "--reuse"]) == 0  # the finished runs are read again, not rerun
+    assert json.loads((out / "parity.json").read_text())["rows"] == result["rows"]
+    assert stamps and all(p.stat().st_mtime == t for p, t in stamps.items())
     report = (out / "README.md").read_text()
     assert "| 4 |" in report and "Hyperparameters.warmdown_iters: 300 -> 1" in report
     assert (out / "val_loss.png").read_bytes()[:4] == b"\x89PNG"
@@ -117,6 +122,7 @@ args = Hyperparameters()
 assert torch.cuda.is_available()
 docs = (input_seq == 50256).cumsum(0)
 block_masks = [long_bm, short_bm, short_bm]
+block_masks.reverse()
 tokens = torch.empty(10, dtype=torch.uint16, pin_memory=True)
 device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
 model = GPT(vocab_size=50257, num_layers=12, num_heads=6, model_dim=768, max_seq_len=args.seq_len).cuda()
@@ -131,7 +137,7 @@ def test_adapt_2025_flexattention_layout():
                           num_iterations="40", cooldown_frac="0.4", val_loss_every="10", seq_len="1024", val_seq_len="1024")
     assert "GPT(vocab_size=320, num_layers=6, num_heads=2, model_dim=64, max_seq_len" in script
     assert "(input_seq == 256)" in script and "pin_memory=True" not in script and 'torch.device("cpu", ' in script
-    with pytest.raises(parity.ParityError, match="3 encoder block masks by hand: use --n_layer=6"):
+    with pytest.raises(parity.ParityError, match="3 block masks by hand, for 6 layers: use --n_layer=6"):
         parity.adapt(SCRIPT_2025, {**shape, "n_layer": 4})
 
 
