@@ -4,7 +4,7 @@ The dataset repo kjj0/fineweb10B-gpt2 holds fineweb_val_000000.bin and fineweb_t
 ... fineweb_train_000103.bin, 100M tokens (~200 MB) each. This fetches the validation shard and the
 first N training shards; the speedrun needs about 8.
 
-    python data/cached_fineweb10B.py 8            # or: python -m data.cached_fineweb10B 8
+    python data/cached_fineweb10B.py 25           # the shards speedrun124m reads (or: python -m data.cached_fineweb10B 25)
 
 Files that already hold a valid shard are skipped without asking the hub; missing, truncated or
 otherwise invalid ones are (re)downloaded. A connection that drops mid-file is resumed with HTTP

@@ -31,7 +31,7 @@ def find_shards(dataset: str, train_pattern: str, val_pattern: str, embedded_pat
     files = sorted(glob.glob(train_pattern)), sorted(glob.glob(val_pattern))
     for kind, pattern, found in (("training", train_pattern, files[0]), ("validation", val_pattern, files[1])):
         if not found:
-            hint = " Download them: python data/cached_fineweb10B.py 8" if "fineweb" in pattern else ""
+            hint = " Download them (speedrun124m reads 25): python data/cached_fineweb10B.py 25" if "fineweb" in pattern else ""
             raise ShardError(f"no {kind} shards match {pattern}.{hint}")
     return files
 

@@ -155,7 +155,7 @@ def test_missing_shards_say_how_to_download(tmp_path):
     message = error_of(["--preset=speedrun124m", "--device=cpu", "--train_files=/nonexistent/fineweb_train_*.bin",
                         *dirs(tmp_path)])
     assert "no training shards match /nonexistent/fineweb_train_*.bin" in message
-    assert "python data/cached_fineweb10B.py 8" in message
+    assert "python data/cached_fineweb10B.py 25" in message
 
 
 def test_malformed_shard(tmp_path):
