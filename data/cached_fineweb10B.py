@@ -2,7 +2,7 @@
 
 The dataset repo kjj0/fineweb10B-gpt2 holds fineweb_val_000000.bin and fineweb_train_000001.bin
 ... fineweb_train_000103.bin, 100M tokens (~200 MB) each. This fetches the validation shard and the
-first N training shards; the speedrun needs about 8.
+first N training shards; the speedrun124m preset (public record #8's 4,578 steps) reads 25.
 
     python data/cached_fineweb10B.py 25           # the shards speedrun124m reads (or: python -m data.cached_fineweb10B 25)
 
