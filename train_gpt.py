@@ -70,9 +70,32 @@ class Config:
     relu2: bool = knob(True, "ReLU² MLP activation (off: GELU)", "recipe")
     untied_head: bool = knob(True, "separate output head (off: head tied to the token embedding)", "shape")
     zero_init_proj: bool = knob(True, "zero-initialise output projections (and the untied head)", "recipe")
-    logit_softcap: float = knob(30.0, "tanh soft-cap on the logits: cap·tanh(z/cap); 0 turns it off", "recipe",
+    logit_softcap: float = knob(30.0, "soft cap c of the logits (logit_cap says how); 0 turns it off", "recipe",
                                 NONNEGATIVE)
+    logit_cap: str = knob("tanh", "tanh: c·tanh(z/c) (c = 30 in #9, 15 in #18) | sigmoid: c·σ((z + offset)/scale), "
+                                  "the asymmetric rescale (c = 23, offset 5, scale 7.5 in #54)", "recipe",
+                          one_of("tanh", "sigmoid"))
+    logit_cap_offset: float = knob(5.0, "offset of the sigmoid logit cap", "recipe", between(-1e3, 1e3))
+    logit_cap_scale: float = knob(7.5, "scale of the sigmoid logit cap", "recipe", between(1e-3, 1e3))
     bias: bool = knob(False, "biases in linear layers (GPT-2 had them)", "shape")
+    # the public record's model tricks (section 2b); off by default, each docstring names its record
+    value_residual: bool = knob(False, "value residual: layers after the first use (1−λ)·v + λ·v₁, v₁ the first "
+                                       "layer's values, λ learned from 0.5 (record #9)", "shape")
+    x0_mix: bool = knob(False, "embedding shortcut: each block reads a·x + b·x₀, x₀ the token embedding, (a, b) "
+                               "learned from (1, 0) (#9)", "shape")
+    unet_skips: bool = knob(False, "U-net skips: the i-th of the first n_layer//2 blocks' outputs, times a learned "
+                                   "weight (init 1), enters the mirrored block of the second half (#11)", "shape")
+    skip_gates: bool = knob(False, "gate each U-net skip per token by 2σ(w·x₀[:gate_dim]), w learned from 0 (#55)",
+                            "shape")
+    value_embeds: int = knob(0, "value embeddings: K tables added to the values of the first K and the last K "
+                                "layers in a U-net pattern (K = n_layer/2: #15; 3 of 12: #17); 0: off", "shape",
+                             NONNEGATIVE)
+    value_embeds_tied: bool = knob(True, "layer i and layer n_layer−1−i share a value-embedding table (#15); off: "
+                                         "every layer its own (#63)", "shape")
+    value_embed_gates: bool = knob(False, "add each value embedding times a per-head gate 2σ(W·x[:gate_dim]) "
+                                          "(#55) instead of a learned scalar (init 0.5)", "shape")
+    gate_dim: int = knob(12, "leading channels of the residual stream that the gates read (12 in #55)", "shape",
+                         POSITIVE)
     # batch
     global_batch_tokens: int = knob(8 * 64 * 1024, "tokens per optimizer step, summed over ranks", "recipe", POSITIVE)
     micro_batch_tokens: int = knob(64 * 1024, "tokens per forward/backward on one device (accumulation fills the rest)",
@@ -103,6 +126,14 @@ class Config:
     num_iterations: int = knob(1750, "training steps", "schedule", POSITIVE)
     warmup_frac: float = knob(0.0, "fraction of steps of linear warmup from 0", "schedule", FRACTION)
     cooldown_frac: float = knob(0.4, "fraction of steps of decay to 0 at the end", "schedule", FRACTION)
+    lr_floor: float = knob(0.0, "the cooldown ends at this fraction of the peak lr instead of 0 (0.1: #19; "
+                                "record #72 raised it)", "schedule", FRACTION)
+    momentum_warmup_steps: int = knob(0, "momentum rises linearly from momentum_low to `momentum` over the first N "
+                                         "steps (500 in #9, 300 in #39); 0: off", "schedule", NONNEGATIVE)
+    momentum_cooldown_steps: int = knob(0, "momentum falls linearly back to momentum_low over the last N steps "
+                                           "(50 in #39); 0: off", "schedule", NONNEGATIVE)
+    momentum_low: float = knob(0.85, "start and end value of the momentum warmup/cooldown (0.85 in #9, #39)",
+                               "schedule", between(0, 1))
     cooldown_shape: str = knob("linear", "shape of the decay: linear | cosine | sqrt", "schedule",
                                one_of(*schedule.COOLDOWN_SHAPES))
     lr_scaling: str = knob("none", "scale every lr with global_batch_tokens / lr_base_batch_tokens: none | linear | sqrt",
@@ -191,6 +222,11 @@ def check_config(cfg: Config, world: int) -> None:
                           f"the per-rank batch {per_rank}")
     if cfg.val_tokens % (world * micro):
         raise ConfigError(f"val_tokens {cfg.val_tokens} is not divisible by world size {world} × micro batch {micro}")
+    if 2 * cfg.value_embeds > cfg.n_layer:
+        raise ConfigError(f"value_embeds {cfg.value_embeds} needs 2 × {cfg.value_embeds} layers (first K and last K); "
+                          f"n_layer is {cfg.n_layer}")
+    if (cfg.skip_gates or cfg.value_embed_gates) and cfg.gate_dim > cfg.model_dim:
+        raise ConfigError(f"gate_dim {cfg.gate_dim} exceeds model_dim {cfg.model_dim}")
     if cfg.warmup_frac + cfg.cooldown_frac > 1:
         raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
     cfg.micro_batch_tokens = micro
@@ -228,22 +264,32 @@ class Rotary(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: Config):
+    """Causal multi-head attention with QK-norm and rotary; the value tricks of section 2b act on v."""
+
+    def __init__(self, cfg: Config, layer: int):
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.model_dim // cfg.n_head
         self.qkv = nn.Linear(cfg.model_dim, 3 * cfg.model_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=cfg.bias)
         self.qk_norm = cfg.qk_norm
+        self.value_residual = ValueResidual() if cfg.value_residual and layer > 0 else None
+        self.value_embed = ValueEmbedMix(cfg) if layer in value_embed_layout(cfg) else None
 
-    def forward(self, x, rotary: Rotary | None):
+    def forward(self, x, rotary: Rotary | None, v1=None, ve=None):
+        """Attention output, and this layer's own values v (before any mixing: the first layer's is v₁)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)
+        own_v = v
+        if self.value_residual is not None:
+            v = self.value_residual(v, v1)
+        if self.value_embed is not None:
+            v = self.value_embed(v, ve, x)
         if self.qk_norm:
             q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
         if rotary is not None:
             q, k = rotary(q), rotary(k)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.proj(y.transpose(1, 2).reshape(B, T, C)), own_v
 
 
 class MLP(nn.Module):
@@ -259,14 +305,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, layer: int):
         super().__init__()
-        self.norm1, self.attn = Norm(cfg.model_dim, cfg.rmsnorm), Attention(cfg)
+        self.x0_mix = X0Mix() if cfg.x0_mix else None
+        self.norm1, self.attn = Norm(cfg.model_dim, cfg.rmsnorm), Attention(cfg, layer)
         self.norm2, self.mlp = Norm(cfg.model_dim, cfg.rmsnorm), MLP(cfg)
 
-    def forward(self, x, rotary: Rotary | None):
-        x = x + self.attn(self.norm1(x), rotary)
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x, x0, rotary: Rotary | None, v1=None, ve=None):
+        """The block's output and its attention's own values."""
+        if self.x0_mix is not None:
+            x = self.x0_mix(x, x0)
+        y, v = self.attn(self.norm1(x), rotary, v1, ve)
+        x = x + y
+        return x + self.mlp(self.norm2(x)), v
 
 
 class GPT(nn.Module):
@@ -275,9 +326,11 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.pos_embed = None if cfg.rotary else nn.Embedding(cfg.seq_len, cfg.model_dim)
+        self.value_embeds = ValueEmbeddings(cfg) if cfg.value_embeds else None
         # one rotary table shared by every layer (a non-persistent buffer: DDP need not broadcast it)
         self.rotary = Rotary(cfg.model_dim // cfg.n_head, cfg.seq_len, cfg.rope_base) if cfg.rotary else None
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.skips = UNetSkips(cfg) if cfg.unet_skips else None
         self.norm = Norm(cfg.model_dim, cfg.rmsnorm)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         if not cfg.untied_head:
@@ -286,8 +339,14 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self):
-        """GPT-2 init: N(0, 0.02), output projections scaled by 1/√(2·layers); or zero with zero_init_proj."""
+        """GPT-2 init: N(0, 0.02), output projections scaled by 1/√(2·layers); or zero with zero_init_proj.
+
+        The tricks' mixing weights and gates (names ending in TRICK_WEIGHTS) keep the values their modules
+        give them.
+        """
         for name, p in self.named_parameters():
+            if name.endswith(TRICK_WEIGHTS):
+                continue
             if p.ndim < 2:
                 nn.init.ones_(p) if name.endswith("layer_norm.weight") else nn.init.zeros_(p)
             elif name.endswith("proj.weight"):
@@ -299,17 +358,127 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None):
         """Logits (B, T, vocab) of idx (B, T); with targets, their mean next-token cross-entropy."""
-        x = self.embed(idx)
+        x = x0 = self.embed(idx)
         if self.pos_embed is not None:
-            x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
-        for block in self.blocks:
-            x = block(x, self.rotary)
-        logits = self.head(self.norm(x)).float()
-        if self.cfg.logit_softcap > 0:
-            logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
+            x = x0 = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
+        ves = self.value_embeds(idx) if self.value_embeds is not None else [None] * len(self.blocks)
+        v1, skips = None, []
+        for i, block in enumerate(self.blocks):
+            if self.skips is not None and i >= len(self.blocks) - self.skips.n and skips:
+                x = x + self.skips(len(skips) - 1, x0) * skips.pop()
+            x, v = block(x, x0, self.rotary, v1, ves[i])
+            v1 = v if v1 is None else v1
+            if self.skips is not None and i < self.skips.n:
+                skips.append(x)
+        logits = cap_logits(self.head(self.norm(x)).float(), self.cfg)
         if targets is None:
             return logits
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+# ----------------------------------------------------------------------------------------------
+# 2b. The public record's tricks (github.com/KellerJordan/modded-nanogpt, record numbers as in its README).
+# Each is a small module or function switched on by the config key named in its docstring.
+
+TRICK_WEIGHTS = ("_lambda", "_lambdas", "_weights", "_gate")  # learned mixing weights and gates: own init, scalar group
+
+
+class ValueResidual(nn.Module):
+    """--value_residual (record #9): v ← (1 − λ)·v + λ·v₁, v₁ the first layer's values, λ learned from 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.value_lambda = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, v, v1):
+        return torch.lerp(v, v1, self.value_lambda.to(v.dtype))
+
+
+class X0Mix(nn.Module):
+    """--x0_mix (record #9): the block's input a·x + b·x₀, x₀ the token embedding, (a, b) learned from (1, 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.x0_lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
+
+    def forward(self, x, x0):
+        a, b = self.x0_lambdas.to(x.dtype)
+        return a * x + b * x0
+
+
+def sigmoid_gate(weight, x, gate_dim: int):
+    """2σ(W·x[..., :gate_dim]): 1 at W = 0, in (0, 2) (the gates of record #55)."""
+    return 2 * torch.sigmoid(F.linear(x[..., :gate_dim], weight.to(x.dtype)))
+
+
+class UNetSkips(nn.Module):
+    """--unet_skips (record #11): the outputs of the first n = n_layer//2 blocks are kept; the block that is the
+    i-th from the end first adds w_i·(output of block i), w learned from 1. --skip_gates (#55): times the
+    per-token gate 2σ(g_i·x₀[:gate_dim]), g learned from 0."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.n, self.gate_dim = cfg.n_layer // 2, cfg.gate_dim
+        self.skip_weights = nn.Parameter(torch.ones(self.n))
+        self.skip_gate = nn.Parameter(torch.zeros(self.n, cfg.gate_dim)) if cfg.skip_gates else None
+
+    def forward(self, i: int, x0):
+        """The factor (a scalar, or (B, T, 1) when gated) of the skip from block i."""
+        w = self.skip_weights[i].to(x0.dtype)
+        if self.skip_gate is None:
+            return w
+        return w * sigmoid_gate(self.skip_gate[i:i + 1], x0, self.gate_dim)
+
+
+def value_embed_layout(cfg: Config) -> dict[int, int]:
+    """{layer: table} of --value_embeds K (records #15, #17, #63): layers 0..K−1 read tables 0..K−1 and the
+    mirrored layers n−1..n−K the same tables (tied) or tables K..2K−1 (untied)."""
+    K, n = cfg.value_embeds, cfg.n_layer
+    layout = {i: i for i in range(K)}
+    layout.update({n - 1 - i: i if cfg.value_embeds_tied else K + i for i in range(K)})
+    return layout
+
+
+class ValueEmbeddings(nn.Module):
+    """--value_embeds (records #14–#17, #63, #65): token-indexed tables whose rows are added to the values of
+    the layers of `value_embed_layout`; returns each layer's rows (None for a layer without)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.layout = [value_embed_layout(cfg).get(i) for i in range(cfg.n_layer)]
+        n_tables = cfg.value_embeds * (1 if cfg.value_embeds_tied else 2)
+        self.tables = nn.ModuleList(nn.Embedding(cfg.vocab_size, cfg.model_dim) for _ in range(n_tables))
+
+    def forward(self, idx):
+        rows = [table(idx) for table in self.tables]
+        return [None if t is None else rows[t] for t in self.layout]
+
+
+class ValueEmbedMix(nn.Module):
+    """How a layer adds its value embedding e: v + λ·e, λ learned from 0.5 (#15's mixing weight), or with
+    --value_embed_gates (#55) v + 2σ(W·x[:gate_dim])·e, one gate per head, W learned from 0."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.gate_dim = cfg.gate_dim
+        self.ve_lambda = None if cfg.value_embed_gates else nn.Parameter(torch.tensor(0.5))
+        self.ve_gate = nn.Parameter(torch.zeros(cfg.n_head, cfg.gate_dim)) if cfg.value_embed_gates else None
+
+    def forward(self, v, ve, x):  # v: (B, T, H, D), ve: (B, T, H·D), x: the attention input
+        if self.ve_gate is None:
+            return v + self.ve_lambda.to(v.dtype) * ve.view_as(v)
+        return v + sigmoid_gate(self.ve_gate, x, self.gate_dim)[..., None] * ve.view_as(v)
+
+
+def cap_logits(z, cfg: Config):
+    """--logit_softcap c with --logit_cap: tanh c·tanh(z/c) (c = 30 in record #9, 15 in #18), or sigmoid
+    c·σ((z + offset)/scale), the asymmetric rescale of #54 (c = 23, offset 5, scale 7.5); c = 0: z."""
+    c = cfg.logit_softcap
+    if c == 0:
+        return z
+    if cfg.logit_cap == "sigmoid":
+        return c * torch.sigmoid((z + cfg.logit_cap_offset) / cfg.logit_cap_scale)
+    return c * torch.tanh(z / c)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,14 +488,15 @@ GROUPS = ("hidden", "embed", "head", "scalar")
 
 
 def parameter_groups(model: GPT) -> dict[str, list[nn.Parameter]]:
-    """Split the model for the optimizers: hidden 2-D matrices, embeddings, head, and the rest."""
+    """Split the model for the optimizers: hidden 2-D matrices, embeddings (value embeddings too), head, and the
+    rest (vectors, the tricks' mixing weights and gates)."""
     groups = {name: [] for name in GROUPS}
     for name, p in model.named_parameters():  # a tied head is the embedding and is listed once
-        if name.startswith(("embed.", "pos_embed.")):
+        if name.startswith(("embed.", "pos_embed.", "value_embeds.")):
             groups["embed"].append(p)
         elif name.startswith("head."):
             groups["head"].append(p)
-        elif p.ndim >= 2:
+        elif p.ndim >= 2 and not name.endswith(TRICK_WEIGHTS):  # gates go with the scalars, as in record #56
             groups["hidden"].append(p)
         else:
             groups["scalar"].append(p)
@@ -395,6 +565,8 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
             row = dict(row)
             name = row.pop("optimizer")
             row["lr"] = schedule.scale_lr(row["lr"], cfg.global_batch_tokens, cfg.lr_base_batch_tokens, cfg.lr_scaling)
+            if "momentum" in row:
+                row["initial_momentum"] = row["momentum"]
             by_name.setdefault(name, []).append(dict(params=params[group], initial_lr=row["lr"], name=group, **row))
     built = []
     for name, groups in by_name.items():
@@ -407,7 +579,15 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
 
 def lr_factor(cfg: Config, step: int) -> float:
     """Warmup–stable–decay multiplier of every group's learning rate (optimizers/schedule.py)."""
-    return schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape)
+    return schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape,
+                               cfg.lr_floor)
+
+
+def momentum(cfg: Config, step: int, high: float) -> float:
+    """Momentum of a group whose optimizer has one (Muon, SGD): its table value `high`, warmed up from and
+    cooled down to momentum_low (records #9, #39; optimizers/schedule.py)."""
+    return schedule.momentum_at(step, cfg.num_iterations, high, cfg.momentum_low, cfg.momentum_warmup_steps,
+                                cfg.momentum_cooldown_steps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -502,6 +682,8 @@ class Trainer:
             for opt in self.opts:
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * lr_factor(cfg, step)
+                    if "initial_momentum" in group:
+                        group["momentum"] = momentum(cfg, step, group["initial_momentum"])
                 opt.step()
         self.model.zero_grad(set_to_none=True)
         return train_loss, grad_norm, stop_votes > 0

@@ -1,0 +1,187 @@
+"""The public record's tricks (train_gpt.py section 2b): each switch against an independent forward pass,
+off leaves the model as it was, and the schedules against their formulas."""
+import contextlib
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train_gpt
+from optimizers import schedule
+from runtime.distributed import Dist
+from train_gpt import GPT, TRICK_WEIGHTS, Config, build_optimizers, parameter_groups
+
+
+def small(**overrides) -> Config:
+    base = dict(vocab_size=96, n_layer=4, model_dim=32, n_head=2, seq_len=16, gate_dim=6, zero_init_proj=False)
+    return Config(**{**base, **overrides})
+
+
+SWITCHES = {  # each trick alone, as a set of config changes
+    "value_residual": dict(value_residual=True),
+    "x0_mix": dict(x0_mix=True),
+    "unet_skips": dict(unet_skips=True),
+    "skip_gates": dict(unet_skips=True, skip_gates=True),
+    "value_embeds": dict(value_embeds=1),
+    "value_embeds_untied": dict(value_embeds=2, value_embeds_tied=False),
+    "value_embed_gates": dict(value_embeds=2, value_embed_gates=True),
+    "logit_cap_tanh15": dict(logit_softcap=15.0),
+    "logit_cap_sigmoid": dict(logit_cap="sigmoid", logit_softcap=23.0),
+}
+EVERYTHING = {k: v for change in SWITCHES.values() for k, v in change.items()} | dict(value_embeds=2)
+
+
+def reference_logits(model: GPT, cfg: Config, idx):
+    """The model's forward pass written out again from its parameters, every trick by its formula."""
+    P = dict(model.named_parameters())
+    n, K, gd, H = cfg.n_layer, cfg.value_embeds, cfg.gate_dim, cfg.n_head
+    B, T = idx.shape
+    table = {}
+    for j in range(K):
+        table[j], table[n - 1 - j] = j, (j if cfg.value_embeds_tied else K + j)
+    x = x0 = P["embed.weight"][idx]
+    v1, outputs = None, {}
+    for i in range(n):
+        pre = f"blocks.{i}."
+        j = n - 1 - i  # U-net: the mirrored block of the first half
+        if cfg.unet_skips and j < n // 2 and j < i:
+            w = P["skips.skip_weights"][j]
+            if cfg.skip_gates:
+                w = w * 2 * torch.sigmoid(x0[..., :gd] @ P["skips.skip_gate"][j])[..., None]
+            x = x + w * outputs[j]
+        if cfg.x0_mix:
+            a, b = P[pre + "x0_mix.x0_lambdas"]
+            x = a * x + b * x0
+        h = F.rms_norm(x, (cfg.model_dim,))
+        q, k, v = (h @ P[pre + "attn.qkv.weight"].T).view(B, T, 3, H, -1).unbind(2)
+        own_v = v
+        if cfg.value_residual and i > 0:
+            lam = P[pre + "attn.value_residual.value_lambda"]
+            v = (1 - lam) * v + lam * v1
+        if i in table:
+            e = P[f"value_embeds.tables.{table[i]}.weight"][idx].view(B, T, H, -1)
+            if cfg.value_embed_gates:
+                g = 2 * torch.sigmoid(h[..., :gd] @ P[pre + "attn.value_embed.ve_gate"].T)  # (B, T, H)
+                v = v + g[..., None] * e
+            else:
+                v = v + P[pre + "attn.value_embed.ve_lambda"] * e
+        q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        q, k = model.rotary(q), model.rotary(k)
+        scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.size(-1))
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        y = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v).reshape(B, T, -1)
+        x = x + y @ P[pre + "attn.proj.weight"].T
+        x = x + model.blocks[i].mlp(F.rms_norm(x, (cfg.model_dim,)))
+        v1 = own_v if i == 0 else v1
+        outputs[i] = x
+    z = F.rms_norm(x, (cfg.model_dim,)) @ P["head.weight"].T
+    c = cfg.logit_softcap
+    if cfg.logit_cap == "sigmoid":
+        return c * torch.sigmoid((z + cfg.logit_cap_offset) / cfg.logit_cap_scale)
+    return c * torch.tanh(z / c)
+
+
+def model_with_random_trick_weights(cfg: Config, seed=0) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(TRICK_WEIGHTS):
+                p.uniform_(-1.5, 1.5)
+    return model
+
+
+@pytest.mark.parametrize("name", ["off", *SWITCHES, "everything"])
+def test_each_trick_matches_its_formula(name):
+    change = {} if name == "off" else EVERYTHING if name == "everything" else SWITCHES[name]
+    cfg = small(**change)
+    model = model_with_random_trick_weights(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
+    assert torch.allclose(model(idx), reference_logits(model, cfg, idx), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_each_trick_changes_the_output(name):
+    base, cfg = small(), small(**SWITCHES[name])
+    if name in ("skip_gates", "value_embed_gates"):  # a gate against the same trick ungated
+        base = dataclasses.replace(cfg, skip_gates=False, value_embed_gates=False)
+    idx = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
+    assert not torch.allclose(model_with_random_trick_weights(base)(idx), model_with_random_trick_weights(cfg)(idx))
+
+
+def test_off_adds_nothing_and_the_identity_inits_change_nothing():
+    """Defaults: no trick parameters. x0 mixing at (1, 0) and gates at 0 (gate 1) start as the identity, and
+    building the tricks' modules draws no random numbers, so the other weights are the same."""
+    idx = torch.randint(0, 96, (2, 16))
+    plain = GPT(small())
+    assert not [n for n, _ in plain.named_parameters() if n.endswith(TRICK_WEIGHTS) or "value_embeds" in n]
+    for before, after in [({}, dict(x0_mix=True)), (dict(unet_skips=True), dict(unet_skips=True, skip_gates=True)),
+                          (dict(value_embeds=2), dict(value_embeds=2, value_embed_gates=True))]:
+        torch.manual_seed(3)
+        a = GPT(small(**before))
+        torch.manual_seed(3)
+        b = GPT(small(**after))
+        if "value_embed_gates" in after:  # gate 2σ(0) = 1 vs λ = 0.5: set λ to 1 for the comparison
+            with torch.no_grad():
+                for block in a.blocks:
+                    if block.attn.value_embed is not None:
+                        block.attn.value_embed.ve_lambda.fill_(1.0)
+        assert torch.allclose(a(idx), b(idx), atol=1e-6), (before, after)
+
+
+def test_value_embed_layout_is_a_u_net():
+    assert train_gpt.value_embed_layout(small(n_layer=12, value_embeds=3)) == {0: 0, 1: 1, 2: 2, 11: 0, 10: 1, 9: 2}
+    assert train_gpt.value_embed_layout(small(n_layer=12, value_embeds=3, value_embeds_tied=False)) == \
+        {0: 0, 1: 1, 2: 2, 11: 3, 10: 4, 9: 5}
+    with pytest.raises(train_gpt.ConfigError, match="value_embeds 3 needs"):
+        train_gpt.check_config(small(n_layer=5, value_embeds=3, seq_len=16, global_batch_tokens=64,
+                                     micro_batch_tokens=64, val_tokens=64), 1)
+
+
+def test_trick_weights_go_to_the_scalar_group_and_value_embeddings_to_embed():
+    model = GPT(small(**EVERYTHING))
+    groups = {g: {id(p) for p in ps} for g, ps in parameter_groups(model).items()}
+    for name, p in model.named_parameters():
+        if name.endswith(TRICK_WEIGHTS):
+            assert id(p) in groups["scalar"], name
+        if name.startswith("value_embeds."):
+            assert id(p) in groups["embed"], name
+    assert sum(map(len, groups.values())) == len(list(model.parameters()))
+
+
+def test_lr_floor_decays_to_a_fraction():
+    cfg = Config(num_iterations=100, warmup_frac=0.0, cooldown_frac=0.5, lr_floor=0.1)
+    assert train_gpt.lr_factor(cfg, 50) == 1.0
+    for step in (60, 75, 99):  # record #19: w·1 + (1 − w)·0.1, w = the linear cooldown's remaining fraction
+        w = (100 - step) / 50
+        assert train_gpt.lr_factor(cfg, step) == pytest.approx(w + (1 - w) * 0.1)
+    assert train_gpt.lr_factor(dataclasses.replace(cfg, lr_floor=0.0), 75) == pytest.approx(0.5)
+
+
+def test_momentum_warmup_and_cooldown():
+    cfg = Config(num_iterations=1000, momentum_warmup_steps=300, momentum_cooldown_steps=50)
+    m = [train_gpt.momentum(cfg, s, 0.95) for s in range(1000)]
+    assert m[0] == pytest.approx(0.85) and m[150] == pytest.approx(0.90) and m[300:951] == [0.95] * 651
+    assert m[975] == pytest.approx(0.90) and m[999] == pytest.approx(0.95 - 0.1 * 49 / 50)
+    assert [train_gpt.momentum(Config(), s, 0.95) for s in (0, 900, 1749)] == [0.95] * 3
+    assert schedule.momentum_at(5, 10, 0.9, 0.5, 10, 0) == pytest.approx(0.7)
+
+
+def test_train_step_sets_the_scheduled_momentum_of_the_muon_group_only():
+    cfg = small(opt_hidden="muon", momentum_warmup_steps=10, num_iterations=20)
+
+    class Loader:
+        def next_batch(self):
+            idx = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len + 1))
+            yield idx[:, :-1], idx[:, 1:]
+
+    model = GPT(cfg)
+    opts = build_optimizers(cfg, model)
+    trainer = train_gpt.Trainer(cfg, Dist(0, 0, 1, torch.device("cpu")), model, model, opts, Loader(),
+                                contextlib.nullcontext)
+    trainer.train_step(4, False)
+    groups = {g["name"]: g for o in opts for g in o.param_groups}
+    assert groups["hidden"]["momentum"] == pytest.approx(0.85 + 0.1 * 4 / 10)
+    assert all("momentum" not in g for name, g in groups.items() if name != "hidden")
