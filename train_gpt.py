@@ -173,15 +173,26 @@ class Config:
     inject_nan_step: int = knob(-1, "testing aid: make the loss NaN at this step", "diagnostic", at_least(-1))
 
 
+# CPU-sized: bytes of the embedded Shakespeare corpus, a few minutes on 2 cores.
+TINY = dict(dataset="shakespeare", tokenizer="byte", vocab_size=320, n_layer=4, model_dim=128, n_head=4, seq_len=256,
+            global_batch_tokens=8192, micro_batch_tokens=8192, lr_hidden=0.05, lr_embed=0.03, lr_head=0.01,
+            lr_scalar=0.02, num_iterations=600, warmup_frac=0.02, cooldown_frac=0.4, val_every=100, val_tokens=65536,
+            target_val_loss=1.8, reuse_data=True)  # 600 × 8192 tokens: about 1.06 passes over the plays
+# The model tricks of public record #11: value residual and embedding shortcut (#9), U-net skips (#11).
+RECORD_TRICKS = dict(value_residual=True, x0_mix=True, unet_skips=True)
+
 PRESETS: dict[str, dict] = {
     # The speedrun's 124M shape on FineWeb; 8 GPUs × 64 × 1024 tokens per step.
     "speedrun124m": {},
-    # CPU-sized: bytes of the embedded Shakespeare corpus, a few minutes on 2 cores.
-    "tiny": dict(dataset="shakespeare", tokenizer="byte", vocab_size=320, n_layer=4, model_dim=128,
-                 n_head=4, seq_len=256, global_batch_tokens=8192, micro_batch_tokens=8192,
-                 lr_hidden=0.05, lr_embed=0.03, lr_head=0.01, lr_scalar=0.02, num_iterations=600,
-                 warmup_frac=0.02, cooldown_frac=0.4, val_every=100, val_tokens=65536,
-                 target_val_loss=1.8, reuse_data=True),  # 600 × 8192 tokens: about 1.06 passes over the plays
+    "tiny": TINY,
+    # Public record #11 (2024-11-10_UNetDoubleLr, 7.23 min on 8×H100, val loss 3.2753 at step 3000 in its log):
+    # the 124M shape, its tricks, tanh logit cap 30, Muon momentum 0.85 → 0.95 over 500 steps (#9), the doubled
+    # learning rates of #11 and Adam's β = (0.9, 0.95), ε = 1e-8; 3000 steps, the last 900 a linear decay to 0.
+    "record": dict(**RECORD_TRICKS, logit_softcap=30.0, momentum_warmup_steps=500, momentum_low=0.85, momentum=0.95,
+                   lr_hidden=0.04, lr_embed=0.6, lr_head=0.008, lr_scalar=0.04, beta1=0.9, beta2=0.95, eps=1e-8,
+                   num_iterations=3000, warmup_frac=0.0, cooldown_frac=0.3),
+    # The tiny preset with the record's tricks (the momentum warmup scaled to 100 of 600 steps, as 500 of 3000).
+    "tiny_record": dict(**TINY, **RECORD_TRICKS, momentum_warmup_steps=100),
     # The classic GPT-2: every trick off, AdamW everywhere.
     "gpt2classic": dict(rotary=False, rmsnorm=False, qk_norm=False, relu2=False, untied_head=False,
                         zero_init_proj=False, logit_softcap=0.0, bias=True, opt_hidden="adamw",

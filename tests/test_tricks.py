@@ -185,3 +185,28 @@ def test_train_step_sets_the_scheduled_momentum_of_the_muon_group_only():
     groups = {g["name"]: g for o in opts for g in o.param_groups}
     assert groups["hidden"]["momentum"] == pytest.approx(0.85 + 0.1 * 4 / 10)
     assert all("momentum" not in g for name, g in groups.items() if name != "hidden")
+
+
+def test_record_presets():
+    tiny, tiny_record = Config(**train_gpt.PRESETS["tiny"]), Config(**train_gpt.PRESETS["tiny_record"])
+    changed = {f.name for f in dataclasses.fields(Config) if getattr(tiny, f.name) != getattr(tiny_record, f.name)}
+    assert changed == {"value_residual", "x0_mix", "unet_skips", "momentum_warmup_steps"}
+    record = Config(**train_gpt.PRESETS["record"])
+    assert (record.n_layer, record.model_dim, record.num_iterations, record.global_batch_tokens) == \
+        (12, 768, 3000, 8 * 64 * 1024)
+    assert record.cooldown_frac * record.num_iterations == pytest.approx(900)  # #11: warmdown_iters = 900
+
+
+def test_record_preset_runs_end_to_end_on_cpu(tmp_path):
+    from tests.trainer import logs, losses, run
+    reduced = ["--preset=record", "--dataset=shakespeare", "--tokenizer=byte", "--vocab_size=320", "--reuse_data",
+               "--n_layer=4", "--model_dim=64", "--n_head=2", "--seq_len=64", "--global_batch_tokens=1024",
+               "--micro_batch_tokens=512", "--num_iterations=8", "--momentum_warmup_steps=4", "--val_every=4",
+               "--val_tokens=1024", "--device=cpu", f"--log_dir={tmp_path}", "--run_id=rec"]
+    result = run(reduced)
+    assert result.returncode == 0, result.stderr
+    text, summary = logs(tmp_path, "rec")
+    assert result.stdout.startswith("preset record")
+    assert summary["status"] == "complete" and summary["steps"] == 8
+    val = losses(text, "val_loss")
+    assert val[-1][1] < val[0][1] - 0.3
