@@ -94,6 +94,21 @@ class Config:
                                          "every layer its own (#63)", "shape")
     value_embed_gates: bool = knob(False, "add each value embedding times a per-head gate 2σ(W·x[:gate_dim]) "
                                           "(#55) instead of a learned scalar (init 0.5)", "shape")
+    attn_scale: float = knob(0.0, "softmax scale of the attention scores; 0: 1/√head_dim (0.12 in #20)", "recipe",
+                             between(0, 100))
+    rotary_half: bool = knob(False, "half-truncated rotary (#17): frequencies (1/1024)^(j/(D/4−1)) for the first D/4 "
+                                    "of the D/2 pairs of a head, 0 (no rotation) for the rest", "recipe")
+    key_offset: bool = knob(False, "partial key offset (#49): after rotary, the key dims [D/4, D/2) and [3D/4, D) "
+                                   "(the stationary pairs under rotary_half) take the previous position's values",
+                            "recipe")
+    attn_gate: bool = knob(False, "sparse attention gate (#28): each head's output times σ(W·x[:gate_dim]), W "
+                                  "learned from 0", "shape")
+    smear: bool = knob(False, "token smear (#34): embedding e_t += λ·σ(w·e_t[:gate_dim])·e_(t−1), λ and w learned "
+                              "from 0", "shape")
+    drop_first_mlp: bool = knob(False, "the first block has no MLP (#30)", "shape")
+    drop_first_attn: bool = knob(False, "the first block has no attention (#35)", "shape")
+    backout: bool = knob(False, "backout (#40): the output stream minus λ·(the stream after block 2·n_layer//3), λ "
+                                "learned from 0.5", "shape")
     gate_dim: int = knob(12, "leading channels of the residual stream that the gates read (12 in #55)", "shape",
                          POSITIVE)
     # batch
@@ -233,10 +248,14 @@ def check_config(cfg: Config, world: int) -> None:
                           f"the per-rank batch {per_rank}")
     if cfg.val_tokens % (world * micro):
         raise ConfigError(f"val_tokens {cfg.val_tokens} is not divisible by world size {world} × micro batch {micro}")
-    if 2 * cfg.value_embeds > cfg.n_layer:
-        raise ConfigError(f"value_embeds {cfg.value_embeds} needs 2 × {cfg.value_embeds} layers (first K and last K); "
-                          f"n_layer is {cfg.n_layer}")
-    if (cfg.skip_gates or cfg.value_embed_gates) and cfg.gate_dim > cfg.model_dim:
+    if 2 * cfg.value_embeds > cfg.n_layer - first_attention(cfg):
+        raise ConfigError(f"value_embeds {cfg.value_embeds} needs 2 × {cfg.value_embeds} layers with attention (first "
+                          f"K and last K); n_layer is {cfg.n_layer}{' with the first attention dropped' * cfg.drop_first_attn}")
+    if cfg.drop_first_attn and cfg.n_layer < 2:
+        raise ConfigError("drop_first_attn needs n_layer >= 2")
+    if (cfg.key_offset or cfg.rotary_half) and (cfg.model_dim // cfg.n_head) % 4:
+        raise ConfigError(f"rotary_half and key_offset need a head dim divisible by 4, got {cfg.model_dim // cfg.n_head}")
+    if (cfg.skip_gates or cfg.value_embed_gates or cfg.attn_gate or cfg.smear) and cfg.gate_dim > cfg.model_dim:
         raise ConfigError(f"gate_dim {cfg.gate_dim} exceeds model_dim {cfg.model_dim}")
     if cfg.warmup_frac + cfg.cooldown_frac > 1:
         raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
@@ -258,11 +277,16 @@ class Norm(nn.Module):
 
 
 class Rotary(nn.Module):
-    """Rotate each (x₁, x₂) half-pair of a head by angle position·base^(−2i/d)."""
+    """Rotate each (x₁, x₂) half-pair of a head by angle position·base^(−2i/d); `half_truncated` (--rotary_half,
+    record #17): frequencies (1/1024)^(j/(d/4 − 1)) for the first d/4 pairs and 0 for the other d/4."""
 
-    def __init__(self, head_dim: int, max_len: int, base: float):
+    def __init__(self, head_dim: int, max_len: int, base: float, half_truncated: bool = False):
         super().__init__()
-        freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        if half_truncated:
+            quarter = head_dim // 4
+            freqs = torch.cat(((1 / 1024) ** torch.linspace(0, 1, quarter), torch.zeros(head_dim // 2 - quarter)))
+        else:
+            freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32), freqs)
         self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)
         self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
@@ -283,8 +307,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.model_dim, 3 * cfg.model_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=cfg.bias)
         self.qk_norm = cfg.qk_norm
-        self.value_residual = ValueResidual() if cfg.value_residual and layer > 0 else None
+        self.scale = cfg.attn_scale or None  # None: SDPA's 1/√head_dim
+        self.key_offset = cfg.key_offset
+        self.value_residual = ValueResidual() if cfg.value_residual and layer > first_attention(cfg) else None
         self.value_embed = ValueEmbedMix(cfg) if layer in value_embed_layout(cfg) else None
+        self.gate = AttentionGate(cfg) if cfg.attn_gate else None
 
     def forward(self, x, rotary: Rotary | None, v1=None, ve=None):
         """Attention output, and this layer's own values v (before any mixing: the first layer's is v₁)."""
@@ -299,8 +326,13 @@ class Attention(nn.Module):
             q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
         if rotary is not None:
             q, k = rotary(q), rotary(k)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C)), own_v
+        if self.key_offset:
+            k = offset_keys(k)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                           scale=self.scale).transpose(1, 2)
+        if self.gate is not None:
+            y = self.gate(y, x)
+        return self.proj(y.reshape(B, T, C)), own_v
 
 
 class MLP(nn.Module):
@@ -319,16 +351,23 @@ class Block(nn.Module):
     def __init__(self, cfg: Config, layer: int):
         super().__init__()
         self.x0_mix = X0Mix() if cfg.x0_mix else None
-        self.norm1, self.attn = Norm(cfg.model_dim, cfg.rmsnorm), Attention(cfg, layer)
-        self.norm2, self.mlp = Norm(cfg.model_dim, cfg.rmsnorm), MLP(cfg)
+        first = layer == 0  # --drop_first_attn (#35), --drop_first_mlp (#30)
+        self.norm1, self.attn = (None, None) if first and cfg.drop_first_attn else (Norm(cfg.model_dim, cfg.rmsnorm),
+                                                                                    Attention(cfg, layer))
+        self.norm2, self.mlp = (None, None) if first and cfg.drop_first_mlp else (Norm(cfg.model_dim, cfg.rmsnorm),
+                                                                                  MLP(cfg))
 
     def forward(self, x, x0, rotary: Rotary | None, v1=None, ve=None):
-        """The block's output and its attention's own values."""
+        """The block's output and its attention's own values (None without attention)."""
         if self.x0_mix is not None:
             x = self.x0_mix(x, x0)
-        y, v = self.attn(self.norm1(x), rotary, v1, ve)
-        x = x + y
-        return x + self.mlp(self.norm2(x)), v
+        v = None
+        if self.attn is not None:
+            y, v = self.attn(self.norm1(x), rotary, v1, ve)
+            x = x + y
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm2(x))
+        return x, v
 
 
 class GPT(nn.Module):
@@ -339,9 +378,12 @@ class GPT(nn.Module):
         self.pos_embed = None if cfg.rotary else nn.Embedding(cfg.seq_len, cfg.model_dim)
         self.value_embeds = ValueEmbeddings(cfg) if cfg.value_embeds else None
         # one rotary table shared by every layer (a non-persistent buffer: DDP need not broadcast it)
-        self.rotary = Rotary(cfg.model_dim // cfg.n_head, cfg.seq_len, cfg.rope_base) if cfg.rotary else None
+        self.rotary = Rotary(cfg.model_dim // cfg.n_head, cfg.seq_len, cfg.rope_base, cfg.rotary_half) if cfg.rotary \
+            else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.skips = UNetSkips(cfg) if cfg.unet_skips else None
+        self.smear = Smear(cfg) if cfg.smear else None
+        self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if cfg.backout else None  # --backout (#40)
         self.norm = Norm(cfg.model_dim, cfg.rmsnorm)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         if not cfg.untied_head:
@@ -369,11 +411,12 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None):
         """Logits (B, T, vocab) of idx (B, T); with targets, their mean next-token cross-entropy."""
-        x = x0 = self.embed(idx)
+        x = self.embed(idx)
         if self.pos_embed is not None:
-            x = x0 = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
+            x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
+        x = x0 = x if self.smear is None else self.smear(x)
         ves = self.value_embeds(idx) if self.value_embeds is not None else [None] * len(self.blocks)
-        v1, skips = None, []
+        v1, skips, backout = None, [], None
         for i, block in enumerate(self.blocks):
             if self.skips is not None and i >= len(self.blocks) - self.skips.n and skips:
                 x = x + self.skips(len(skips) - 1, x0) * skips.pop()
@@ -381,6 +424,10 @@ class GPT(nn.Module):
             v1 = v if v1 is None else v1
             if self.skips is not None and i < self.skips.n:
                 skips.append(x)
+            if self.backout_lambda is not None and i == 2 * len(self.blocks) // 3:
+                backout = x
+        if backout is not None:
+            x = x - self.backout_lambda.to(x.dtype) * backout
         logits = cap_logits(self.head(self.norm(x)).float(), self.cfg)
         if targets is None:
             return logits
@@ -442,10 +489,10 @@ class UNetSkips(nn.Module):
 
 
 def value_embed_layout(cfg: Config) -> dict[int, int]:
-    """{layer: table} of --value_embeds K (records #15, #17, #63): layers 0..K−1 read tables 0..K−1 and the
-    mirrored layers n−1..n−K the same tables (tied) or tables K..2K−1 (untied)."""
-    K, n = cfg.value_embeds, cfg.n_layer
-    layout = {i: i for i in range(K)}
+    """{layer: table} of --value_embeds K (records #15, #17, #63): the first K layers with attention read tables
+    0..K−1 and the mirrored layers n−1..n−K the same tables (tied) or tables K..2K−1 (untied)."""
+    K, n, first = cfg.value_embeds, cfg.n_layer, first_attention(cfg)
+    layout = {first + i: i for i in range(K)}
     layout.update({n - 1 - i: i if cfg.value_embeds_tied else K + i for i in range(K)})
     return layout
 
@@ -479,6 +526,46 @@ class ValueEmbedMix(nn.Module):
         if self.ve_gate is None:
             return v + self.ve_lambda.to(v.dtype) * ve.view_as(v)
         return v + sigmoid_gate(self.ve_gate, x, self.gate_dim)[..., None] * ve.view_as(v)
+
+
+def first_attention(cfg: Config) -> int:
+    """The first layer with attention (1 with --drop_first_attn): the layer whose values are v₁."""
+    return 1 if cfg.drop_first_attn else 0
+
+
+def offset_keys(k):
+    """--key_offset (record #49): k[t] of the dims [D/4, D/2) and [3D/4, D) becomes k[t−1] (k[0] keeps its own);
+    k: (B, T, H, D)."""
+    D = k.size(-1)
+    shifted = torch.cat((k[:, :1], k[:, :-1]), dim=1)
+    stationary = (torch.arange(D, device=k.device) % (D // 2)) >= D // 4
+    return torch.where(stationary, shifted, k)
+
+
+class AttentionGate(nn.Module):
+    """--attn_gate (record #28): head h's output times σ(W_h·x[:gate_dim]), x the attention's input, W from 0."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.gate_dim = cfg.gate_dim
+        self.attn_gate = nn.Parameter(torch.zeros(cfg.n_head, cfg.gate_dim))
+
+    def forward(self, y, x):  # y: (B, T, H, D)
+        return y * torch.sigmoid(F.linear(x[..., :self.gate_dim], self.attn_gate.to(x.dtype)))[..., None]
+
+
+class Smear(nn.Module):
+    """--smear (record #34): e_t ← e_t + λ·σ(w·e_t[:gate_dim])·e_(t−1) for t ≥ 1, λ and w learned from 0."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.gate_dim = cfg.gate_dim
+        self.smear_lambda = nn.Parameter(torch.zeros(()))
+        self.smear_gate = nn.Parameter(torch.zeros(1, cfg.gate_dim))
+
+    def forward(self, e):  # e: (B, T, C)
+        g = self.smear_lambda.to(e.dtype) * torch.sigmoid(F.linear(e[:, 1:, :self.gate_dim], self.smear_gate.to(e.dtype)))
+        return torch.cat((e[:, :1], e[:, 1:] + g * e[:, :-1]), dim=1)
 
 
 def cap_logits(z, cfg: Config):

@@ -27,10 +27,18 @@ SWITCHES = {  # each trick alone, as a set of config changes
     "value_embeds": dict(value_embeds=1),
     "value_embeds_untied": dict(value_embeds=2, value_embeds_tied=False),
     "value_embed_gates": dict(value_embeds=2, value_embed_gates=True),
+    "attn_scale": dict(attn_scale=0.12),
+    "rotary_half": dict(rotary_half=True),
+    "key_offset": dict(key_offset=True),
+    "attn_gate": dict(attn_gate=True),
+    "smear": dict(smear=True),
+    "drop_first_mlp": dict(drop_first_mlp=True),
+    "drop_first_attn": dict(drop_first_attn=True),
+    "backout": dict(backout=True),
     "logit_cap_tanh15": dict(logit_softcap=15.0),
     "logit_cap_sigmoid": dict(logit_cap="sigmoid", logit_softcap=23.0),
 }
-EVERYTHING = {k: v for change in SWITCHES.values() for k, v in change.items()} | dict(value_embeds=2)
+EVERYTHING = {k: v for change in SWITCHES.values() for k, v in change.items()} | dict(value_embeds=1, n_layer=5)
 
 
 def reference_logits(model: GPT, cfg: Config, idx):
@@ -38,10 +46,15 @@ def reference_logits(model: GPT, cfg: Config, idx):
     P = dict(model.named_parameters())
     n, K, gd, H = cfg.n_layer, cfg.value_embeds, cfg.gate_dim, cfg.n_head
     B, T = idx.shape
+    first = 1 if cfg.drop_first_attn else 0
     table = {}
     for j in range(K):
-        table[j], table[n - 1 - j] = j, (j if cfg.value_embeds_tied else K + j)
-    x = x0 = P["embed.weight"][idx]
+        table[first + j], table[n - 1 - j] = j, (j if cfg.value_embeds_tied else K + j)
+    x = P["embed.weight"][idx]
+    if cfg.smear:
+        g = P["smear.smear_lambda"] * torch.sigmoid(x[:, 1:, :gd] @ P["smear.smear_gate"][0])[..., None]
+        x = torch.cat([x[:, :1], x[:, 1:] + g * x[:, :-1]], dim=1)
+    x0 = x
     v1, outputs = None, {}
     for i in range(n):
         pre = f"blocks.{i}."
@@ -54,10 +67,15 @@ def reference_logits(model: GPT, cfg: Config, idx):
         if cfg.x0_mix:
             a, b = P[pre + "x0_mix.x0_lambdas"]
             x = a * x + b * x0
+        if i == 0 and cfg.drop_first_attn:
+            if not cfg.drop_first_mlp:
+                x = x + model.blocks[i].mlp(F.rms_norm(x, (cfg.model_dim,)))
+            outputs[i] = x
+            continue
         h = F.rms_norm(x, (cfg.model_dim,))
         q, k, v = (h @ P[pre + "attn.qkv.weight"].T).view(B, T, 3, H, -1).unbind(2)
         own_v = v
-        if cfg.value_residual and i > 0:
+        if cfg.value_residual and i > first:
             lam = P[pre + "attn.value_residual.value_lambda"]
             v = (1 - lam) * v + lam * v1
         if i in table:
@@ -69,13 +87,23 @@ def reference_logits(model: GPT, cfg: Config, idx):
                 v = v + P[pre + "attn.value_embed.ve_lambda"] * e
         q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         q, k = model.rotary(q), model.rotary(k)
-        scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.size(-1))
+        if cfg.key_offset:  # the record's in-place form
+            D = k.size(-1)
+            k = k.clone()
+            k[:, 1:, :, D // 4:D // 2] = k[:, :-1, :, D // 4:D // 2].clone()
+            k[:, 1:, :, 3 * D // 4:] = k[:, :-1, :, 3 * D // 4:].clone()
+        scores = torch.einsum("bthd,bshd->bhts", q, k) * (cfg.attn_scale or 1 / math.sqrt(q.size(-1)))
         scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-        y = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v).reshape(B, T, -1)
-        x = x + y @ P[pre + "attn.proj.weight"].T
-        x = x + model.blocks[i].mlp(F.rms_norm(x, (cfg.model_dim,)))
-        v1 = own_v if i == 0 else v1
+        y = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v)
+        if cfg.attn_gate:
+            y = y * torch.sigmoid(h[..., :gd] @ P[pre + "attn.gate.attn_gate"].T)[..., None]
+        x = x + y.reshape(B, T, -1) @ P[pre + "attn.proj.weight"].T
+        if not (i == 0 and cfg.drop_first_mlp):
+            x = x + model.blocks[i].mlp(F.rms_norm(x, (cfg.model_dim,)))
+        v1 = own_v if i == first else v1
         outputs[i] = x
+    if cfg.backout:
+        x = x - P["backout_lambda"] * outputs[2 * n // 3]
     z = F.rms_norm(x, (cfg.model_dim,)) @ P["head.weight"].T
     c = cfg.logit_softcap
     if cfg.logit_cap == "sigmoid":
@@ -129,6 +157,22 @@ def test_off_adds_nothing_and_the_identity_inits_change_nothing():
                     if block.attn.value_embed is not None:
                         block.attn.value_embed.ve_lambda.fill_(1.0)
         assert torch.allclose(a(idx), b(idx), atol=1e-6), (before, after)
+
+
+def test_half_truncated_rotary_table():
+    rotary = train_gpt.Rotary(16, 10, 10000.0, half_truncated=True)
+    expected = torch.cat([(1 / 1024) ** torch.linspace(0, 1, 4), torch.zeros(4)])
+    assert torch.allclose(rotary.cos[0, 3, 0], torch.cos(3 * expected))
+    x = torch.randn(1, 10, 2, 16)
+    stationary = [*range(4, 8), *range(12, 16)]  # the pairs with frequency 0 are not rotated
+    assert torch.equal(rotary(x)[..., stationary], x[..., stationary])
+    assert not torch.allclose(rotary(x)[..., :4], x[..., :4])
+
+
+def test_dropped_layers_have_no_weights():
+    model = GPT(small(drop_first_mlp=True, drop_first_attn=True))
+    assert model.blocks[0].mlp is None and model.blocks[0].attn is None and model.blocks[1].mlp is not None
+    assert not any(n.startswith("blocks.0.") for n, _ in model.named_parameters())
 
 
 def test_value_embed_layout_is_a_u_net():
