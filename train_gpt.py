@@ -29,6 +29,7 @@ from data import embedded
 from data.loader import FINEWEB_DIR, ShardLoader, find_shards
 from data.shards import ShardError, read_header, read_shard
 from optimizers import schedule
+from optimizers.cautious import cautious_decay_
 from runtime import checkpoint as ckpt
 from runtime import config as schema
 from runtime import spectral
@@ -132,6 +133,9 @@ class Config:
     hp_scalar: str = knob("", "the scalars' own hyperparameters, e.g. 'weight_decay=0.01'", "optimizer")
     weight_decay: float = knob(0.0, "weight decay of the hidden matrices (other groups: none unless hp_* sets it)",
                                "optimizer", NONNEGATIVE)
+    cautious_wd: bool = knob(False, "cautious weight decay: each group's weight_decay λ applied only where the update "
+                                    "has the parameter's sign, x −= lr_t·λ·[u·x ≥ 0]·x (Muon: #43, Adam: #50; "
+                                    "optimizers/cautious.py)", "optimizer")
     beta1: float = knob(0.8, "β₁ of every group whose optimizer takes betas", "optimizer", between(0, 1))
     beta2: float = knob(0.95, "β₂ of every group whose optimizer takes betas", "optimizer", between(0, 1))
     eps: float = knob(1e-10, "ε of every group whose optimizer takes eps", "optimizer", between(0, 1))
@@ -665,6 +669,8 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
             row["lr"] = schedule.scale_lr(row["lr"], cfg.global_batch_tokens, cfg.lr_base_batch_tokens, cfg.lr_scaling)
             if "momentum" in row:
                 row["initial_momentum"] = row["momentum"]
+            if cfg.cautious_wd and row.get("weight_decay"):  # the trainer decays after the step (train_step)
+                row["cautious_wd"], row["weight_decay"] = row["weight_decay"], 0.0
             by_name.setdefault(name, []).append(dict(params=params[group], initial_lr=row["lr"], name=group, **row))
     built = []
     for name, groups in by_name.items():
@@ -782,7 +788,11 @@ class Trainer:
                     group["lr"] = group["initial_lr"] * lr_factor(cfg, step)
                     if "initial_momentum" in group:
                         group["momentum"] = momentum(cfg, step, group["initial_momentum"])
+                cautious = [g for g in opt.param_groups if g.get("cautious_wd")]
+                before = [[p.detach().clone() for p in g["params"]] for g in cautious]
                 opt.step()
+                for group, saved in zip(cautious, before):
+                    cautious_decay_(group["params"], saved, group["lr"] * group["cautious_wd"])
         self.model.zero_grad(set_to_none=True)
         return train_loss, grad_norm, stop_votes > 0
 

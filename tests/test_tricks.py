@@ -254,3 +254,48 @@ def test_record_preset_runs_end_to_end_on_cpu(tmp_path):
     assert summary["status"] == "complete" and summary["steps"] == 8
     val = losses(text, "val_loss")
     assert val[-1][1] < val[0][1] - 0.3
+
+
+def test_cautious_decay_formula():
+    from optimizers.cautious import cautious_decay_
+    x0 = torch.randn(50)
+    x = x0 - 0.1 * torch.randn(50)
+    u = x0 - x
+    expected = torch.tensor([xi - 0.3 * a if (ui > 0) == (a > 0) else xi for xi, a, ui in zip(x, x0, u)])
+    cautious_decay_([x], [x0], 0.3)
+    assert torch.allclose(x, expected)
+
+
+def one_step(cfg: Config, seed=0):
+    """A model after one train_step on a fixed batch, and its parameters before it."""
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len + 1), generator=torch.Generator().manual_seed(1))
+
+    class Loader:
+        def next_batch(self):
+            yield batch[:, :-1], batch[:, 1:]
+
+    opts = build_optimizers(cfg, model)
+    train_gpt.Trainer(cfg, Dist(0, 0, 1, torch.device("cpu")), model, model, opts, Loader(),
+                      contextlib.nullcontext).train_step(0, False)
+    return model, start, opts
+
+
+def test_cautious_weight_decay_on_muon_and_adam_groups():
+    base = small(opt_hidden="muon", lr_hidden=0.02, lr_scalar=0.01, hp_embed="weight_decay=0.5", num_iterations=10)
+    plain, start, _ = one_step(dataclasses.replace(base, hp_embed=""))
+    cautious, _, opts = one_step(dataclasses.replace(base, cautious_wd=True, weight_decay=2.0))
+    groups = {g["name"]: g for o in opts for g in o.param_groups}
+    assert groups["hidden"]["weight_decay"] == 0 and groups["hidden"]["cautious_wd"] == 2.0
+    assert groups["embed"]["cautious_wd"] == 0.5 and "cautious_wd" not in groups["head"]
+    lam = {"hidden": 2.0 * 0.02, "embed": 0.5 * base.lr_embed}
+    kind = {id(p): g for g, ps in parameter_groups(cautious).items() for p in ps}
+    P = dict(plain.named_parameters())
+    for name, p in cautious.named_parameters():
+        x0, x = start[name], P[name].detach()
+        decay = lam.get(kind[id(p)], 0.0)
+        expected = x - decay * torch.where((x0 - x) * x0 >= 0, x0, torch.zeros_like(x0))
+        assert torch.allclose(p.detach(), expected, atol=1e-6), name
+    assert (P["blocks.0.attn.qkv.weight"] != cautious.blocks[0].attn.qkv.weight).any()
