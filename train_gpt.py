@@ -136,6 +136,9 @@ class Config:
     cautious_wd: bool = knob(False, "cautious weight decay: each group's weight_decay λ applied only where the update "
                                     "has the parameter's sign, x −= lr_t·λ·[u·x ≥ 0]·x (Muon: #43, Adam: #50; "
                                     "optimizers/cautious.py)", "optimizer")
+    adam_step_every: int = knob(1, "groups on Adam/AdamW step every N steps on their gradients summed since their "
+                                   "last step (2 in #39; a checkpoint between two such steps drops the half-summed "
+                                   "gradient)", "optimizer", POSITIVE)
     beta1: float = knob(0.8, "β₁ of every group whose optimizer takes betas", "optimizer", between(0, 1))
     beta2: float = knob(0.95, "β₂ of every group whose optimizer takes betas", "optimizer", between(0, 1))
     eps: float = knob(1e-10, "ε of every group whose optimizer takes eps", "optimizer", between(0, 1))
@@ -788,12 +791,16 @@ class Trainer:
                     group["lr"] = group["initial_lr"] * lr_factor(cfg, step)
                     if "initial_momentum" in group:
                         group["momentum"] = momentum(cfg, step, group["initial_momentum"])
+                if isinstance(opt, optimizers.Adam) and (step + 1) % cfg.adam_step_every:
+                    continue  # --adam_step_every (record #39): this optimizer's gradients keep summing
                 cautious = [g for g in opt.param_groups if g.get("cautious_wd")]
                 before = [[p.detach().clone() for p in g["params"]] for g in cautious]
                 opt.step()
                 for group, saved in zip(cautious, before):
                     cautious_decay_(group["params"], saved, group["lr"] * group["cautious_wd"])
-        self.model.zero_grad(set_to_none=True)
+                opt.zero_grad(set_to_none=True)
+        else:
+            self.model.zero_grad(set_to_none=True)
         return train_loss, grad_norm, stop_votes > 0
 
 

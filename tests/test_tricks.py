@@ -299,3 +299,37 @@ def test_cautious_weight_decay_on_muon_and_adam_groups():
         expected = x - decay * torch.where((x0 - x) * x0 >= 0, x0, torch.zeros_like(x0))
         assert torch.allclose(p.detach(), expected, atol=1e-6), name
     assert (P["blocks.0.attn.qkv.weight"] != cautious.blocks[0].attn.qkv.weight).any()
+
+
+def test_adam_groups_step_every_other_step_on_summed_gradients():
+    import copy
+    cfg = small(opt_hidden="muon", lr_hidden=0.02, adam_step_every=2, num_iterations=10)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    batches = [torch.randint(0, cfg.vocab_size, (2, cfg.seq_len + 1)) for _ in range(2)]
+
+    class Loader:
+        step = 0
+
+        def next_batch(self):
+            yield batches[self.step][:, :-1], batches[self.step][:, 1:]
+            self.step += 1
+
+    opts = build_optimizers(cfg, model)
+    adam = next(o for o in opts if isinstance(o, train_gpt.optimizers.Adam))
+    seen = []
+    original = adam.step
+    adam.step = lambda: (seen.append(model.embed.weight.grad.clone()), original())
+    trainer = train_gpt.Trainer(cfg, Dist(0, 0, 1, torch.device("cpu")), model, model, opts, Loader(),
+                                contextlib.nullcontext)
+    embed0, qkv0 = model.embed.weight.detach().clone(), model.blocks[0].attn.qkv.weight.detach().clone()
+    trainer.train_step(0, False)
+    assert torch.equal(model.embed.weight, embed0) and not seen  # Adam waits, its gradient kept
+    assert not torch.equal(model.blocks[0].attn.qkv.weight, qkv0) and model.blocks[0].attn.qkv.weight.grad is None
+    g0 = model.embed.weight.grad.clone()
+    twin = copy.deepcopy(model)
+    twin.zero_grad()
+    twin(batches[1][:, :-1], batches[1][:, 1:]).backward()
+    trainer.train_step(1, False)
+    assert len(seen) == 1 and torch.allclose(seen[0], g0 + twin.embed.weight.grad, atol=1e-6)
+    assert not torch.equal(model.embed.weight, embed0) and model.embed.weight.grad is None
