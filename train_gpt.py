@@ -28,6 +28,7 @@ import optimizers
 from data import embedded
 from data.loader import FINEWEB_DIR, ShardLoader, find_shards
 from data.shards import ShardError, read_header, read_shard
+from data.tokenizer import prefix_table
 from optimizers import schedule
 from optimizers.cautious import cautious_decay_
 from runtime import checkpoint as ckpt
@@ -112,6 +113,12 @@ class Config:
                                 "learned from 0.5", "shape")
     gate_dim: int = knob(12, "leading channels of the residual stream that the gates read (12 in #55)", "shape",
                          POSITIVE)
+    mtp: bool = knob(False, "multi-token prediction (#53): the training loss Σ_k w_k·CE(logits_t, token_(t+k)), w = "
+                            "[1, 0.5, 0.25→0] over the first third of the steps, [1, 0.5→0] the second, [1] after; "
+                            "the logged train loss is this sum, validation the next token only", "recipe")
+    prefix_loss: float = knob(0.0, "weight of the prefix-token auxiliary loss (#88: 0.25): CE against the longest "
+                                   "proper byte prefix of the next token that is a token, over the first third, "
+                                   "then decaying to 0 by two thirds; 0: off", "recipe", between(0, 10))
     # batch
     global_batch_tokens: int = knob(8 * 64 * 1024, "tokens per optimizer step, summed over ranks", "recipe", POSITIVE)
     micro_batch_tokens: int = knob(64 * 1024, "tokens per forward/backward on one device (accumulation fills the rest)",
@@ -390,6 +397,9 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.skips = UNetSkips(cfg) if cfg.unet_skips else None
         self.smear = Smear(cfg) if cfg.smear else None
+        if cfg.prefix_loss:  # --prefix_loss (#88): each token's prefix token, -1 for none
+            name = "gpt2" if cfg.dataset == "fineweb10B" else cfg.tokenizer
+            self.register_buffer("prefix_ids", torch.tensor(prefix_table(name, cfg.vocab_size)), persistent=False)
         self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if cfg.backout else None  # --backout (#40)
         self.norm = Norm(cfg.model_dim, cfg.rmsnorm)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
@@ -416,8 +426,9 @@ class GPT(nn.Module):
             else:
                 nn.init.normal_(p, std=0.02)
 
-    def forward(self, idx, targets=None):
-        """Logits (B, T, vocab) of idx (B, T); with targets, their mean next-token cross-entropy."""
+    def forward(self, idx, targets=None, mtp_weights=None, prefix_weight=None):
+        """Logits (B, T, vocab) of idx (B, T); with targets, their mean next-token cross-entropy, or with the
+        auxiliary weights of `aux_loss_weights` the training loss of `auxiliary_loss`."""
         x = self.embed(idx)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
@@ -438,6 +449,9 @@ class GPT(nn.Module):
         logits = cap_logits(self.head(self.norm(x)).float(), self.cfg)
         if targets is None:
             return logits
+        if mtp_weights is not None:
+            prefix_targets = self.prefix_ids[targets] if self.cfg.prefix_loss else None
+            return auxiliary_loss(logits, targets, mtp_weights, prefix_targets, prefix_weight)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
@@ -573,6 +587,37 @@ class Smear(nn.Module):
     def forward(self, e):  # e: (B, T, C)
         g = self.smear_lambda.to(e.dtype) * torch.sigmoid(F.linear(e[:, 1:, :self.gate_dim], self.smear_gate.to(e.dtype)))
         return torch.cat((e[:, :1], e[:, 1:] + g * e[:, :-1]), dim=1)
+
+
+def aux_loss_weights(cfg: Config, step: int, device) -> tuple:
+    """() when --mtp and --prefix_loss are off; else (w, p): the multi-token weights w (record #53: [1, 0.5,
+    0.25→0] over the first third of training, [1, 0.5→0] the second, [1] after) and the prefix-token weight p
+    (#88: constant over the first third, to 0 over the second)."""
+    if not (cfg.mtp or cfg.prefix_loss):
+        return ()
+    x = step / cfg.num_iterations
+    w = [1.0]
+    if cfg.mtp:
+        w = [1.0, 0.5, 0.25 * (1 - 3 * x)] if x < 1 / 3 else [1.0, 0.5 * (2 - 3 * x)] if x < 2 / 3 else [1.0]
+    p = cfg.prefix_loss * (1.0 if x < 1 / 3 else max(0.0, 2 - 3 * x))
+    return torch.tensor(w, device=device), torch.tensor(p, device=device)
+
+
+def auxiliary_loss(logits, targets, mtp_weights, prefix_targets=None, prefix_weight=None):
+    """(Σ_k w_k·Σ_t CE(logits_t, targets_(t+k)) + p·Σ_t CE(logits_t, prefix_t)) / (B·T): position t's logits
+    also predict the token k further on (positions past the sequence's end contribute nothing), and the
+    prefix token of its next token where there is one (prefix_t ≥ 0)."""
+    B, T, _ = logits.shape
+    lse = torch.logsumexp(logits, dim=-1)
+    total = torch.zeros((), device=logits.device, dtype=logits.dtype)
+    for k in range(mtp_weights.numel()):
+        picked = logits[:, :T - k].gather(-1, targets[:, k:, None]).squeeze(-1)
+        total = total + mtp_weights[k] * (lse[:, :T - k] - picked).sum()
+    if prefix_targets is not None:
+        valid = prefix_targets >= 0
+        picked = logits.gather(-1, prefix_targets.clamp_min(0)[..., None]).squeeze(-1)
+        total = total + prefix_weight * torch.where(valid, lse - picked, 0.0).sum()
+    return total / (B * T)
 
 
 def cap_logits(z, cfg: Config):
@@ -773,7 +818,7 @@ class Trainer:
         for k, (x, y) in enumerate(micro_batches):
             syncing = d.world == 1 or k == len(micro_batches) - 1
             with (contextlib.nullcontext() if syncing else self.ddp.no_sync()), self.autocast():
-                loss = self.ddp(x, y)
+                loss = self.ddp(x, y, *aux_loss_weights(cfg, step, d.device))
             if step + 1 == cfg.inject_nan_step:
                 loss = loss * float("nan")
             (loss / len(micro_batches)).backward()

@@ -333,3 +333,55 @@ def test_adam_groups_step_every_other_step_on_summed_gradients():
     trainer.train_step(1, False)
     assert len(seen) == 1 and torch.allclose(seen[0], g0 + twin.embed.weight.grad, atol=1e-6)
     assert not torch.equal(model.embed.weight, embed0) and model.embed.weight.grad is None
+
+
+def test_auxiliary_loss_against_per_position_cross_entropy():
+    B, T, V = 2, 7, 11
+    logits, targets = torch.randn(B, T, V), torch.randint(0, V, (B, T))
+    prefix = torch.randint(-1, V, (B, T))
+    w, p = torch.tensor([1.0, 0.5, 0.25]), torch.tensor(0.3)
+    expected = 0.0
+    for b in range(B):
+        for t in range(T):
+            for k in range(3):
+                if t + k < T:
+                    expected += w[k] * F.cross_entropy(logits[b, t], targets[b, t + k])
+            if prefix[b, t] >= 0:
+                expected += p * F.cross_entropy(logits[b, t], prefix[b, t])
+    got = train_gpt.auxiliary_loss(logits, targets, w, prefix, p)
+    assert torch.allclose(got, expected / (B * T), atol=1e-5)
+    plain = train_gpt.auxiliary_loss(logits, targets, torch.tensor([1.0]))
+    assert torch.allclose(plain, F.cross_entropy(logits.flatten(0, 1), targets.flatten()), atol=1e-6)
+
+
+def test_aux_loss_schedule():
+    cfg = Config(num_iterations=600, mtp=True, prefix_loss=0.25)
+    weights = {s: [round(v, 6) for v in train_gpt.aux_loss_weights(cfg, s, "cpu")[0].tolist()] for s in (0, 100, 300, 500)}
+    assert weights == {0: [1, 0.5, 0.25], 100: [1, 0.5, 0.125], 300: [1, 0.25], 500: [1]}
+    prefix = [train_gpt.aux_loss_weights(cfg, s, "cpu")[1].item() for s in (0, 150, 300, 400, 500)]
+    assert prefix == pytest.approx([0.25, 0.25, 0.125, 0.0, 0.0])
+    assert train_gpt.aux_loss_weights(Config(), 0, "cpu") == ()
+
+
+def test_prefix_ids():
+    from data.tokenizer import get_tokenizer, longest_prefix_ids, prefix_table
+    ranks = {b"a": 0, b"b": 1, b"ab": 2, b"abb": 3, b"ba": 4, b"abba": 5}
+    assert longest_prefix_ids(ranks, 7) == [-1, -1, 0, 2, 1, 3, -1]
+    assert prefix_table("byte", 320) == [-1] * 320
+    enc = get_tokenizer("gpt2")
+    table = prefix_table("gpt2", 50304)
+    for token in enc.encode_ordinary(" hello everyone, extraordinary tokenization"):
+        raw, prefix = enc.decode_single_token_bytes(token), table[token]
+        assert prefix == -1 or raw.startswith(enc.decode_single_token_bytes(prefix)) and prefix != token
+        longer = [raw[:k] for k in range(len(raw) - 1, 0, -1) if raw[:k] in enc._mergeable_ranks]
+        assert (prefix == -1) == (not longer) and (not longer or enc._mergeable_ranks[longer[0]] == prefix)
+
+
+def test_model_trains_on_the_auxiliary_loss_and_validates_on_next_token():
+    cfg = small(mtp=True, prefix_loss=0.25, tokenizer="byte", dataset="shakespeare", num_iterations=9)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    x, y = torch.randint(0, cfg.vocab_size, (2, 2, cfg.seq_len))
+    w, p = train_gpt.aux_loss_weights(cfg, 0, "cpu")
+    assert torch.allclose(model(x, y, w, p), train_gpt.auxiliary_loss(model(x), y, w, model.prefix_ids[y], p))
+    assert torch.allclose(model(x, y), F.cross_entropy(model(x).flatten(0, 1), y.flatten()))
