@@ -111,6 +111,12 @@ class Config:
     drop_first_attn: bool = knob(False, "the first block has no attention (#35)", "shape")
     backout: bool = knob(False, "backout (#40): the output stream minus λ·(the stream after block 2·n_layer//3), λ "
                                 "learned from 0.5", "shape")
+    bigram_vocab: int = knob(0, "bigram hash embedding (#62): rows M of a zero-initialised table read at "
+                                "hash(previous, current token) mod (M−1) and added to every block's input with a "
+                                "learned weight per layer (init 0.1); 5·50304 in #62; 0: off", "shape", NONNEGATIVE)
+    bigram_signs: int = knob(0, "sign trick (#83): multiply each bigram row by a fixed random ±1 vector, one of R "
+                                "picked by (previous XOR current token) mod R (8192 in #83); 0: off", "recipe",
+                             NONNEGATIVE)
     gate_dim: int = knob(12, "leading channels of the residual stream that the gates read (12 in #55)", "shape",
                          POSITIVE)
     mtp: bool = knob(False, "multi-token prediction (#53): the training loss Σ_k w_k·CE(logits_t, token_(t+k)), w = "
@@ -265,6 +271,8 @@ def check_config(cfg: Config, world: int) -> None:
     if 2 * cfg.value_embeds > cfg.n_layer - first_attention(cfg):
         raise ConfigError(f"value_embeds {cfg.value_embeds} needs 2 × {cfg.value_embeds} layers with attention (first "
                           f"K and last K); n_layer is {cfg.n_layer}{' with the first attention dropped' * cfg.drop_first_attn}")
+    if cfg.bigram_vocab == 1 or (cfg.bigram_signs and not cfg.bigram_vocab):
+        raise ConfigError(f"bigram_vocab must be 0 (off) or at least 2 (got {cfg.bigram_vocab}); bigram_signs needs it on")
     if cfg.drop_first_attn and cfg.n_layer < 2:
         raise ConfigError("drop_first_attn needs n_layer >= 2")
     if (cfg.key_offset or cfg.rotary_half) and (cfg.model_dim // cfg.n_head) % 4:
@@ -397,6 +405,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.skips = UNetSkips(cfg) if cfg.unet_skips else None
         self.smear = Smear(cfg) if cfg.smear else None
+        self.bigram = BigramHash(cfg) if cfg.bigram_vocab else None
         if cfg.prefix_loss:  # --prefix_loss (#88): each token's prefix token, -1 for none
             name = "gpt2" if cfg.dataset == "fineweb10B" else cfg.tokenizer
             self.register_buffer("prefix_ids", torch.tensor(prefix_table(name, cfg.vocab_size)), persistent=False)
@@ -421,7 +430,7 @@ class GPT(nn.Module):
                 nn.init.ones_(p) if name.endswith("layer_norm.weight") else nn.init.zeros_(p)
             elif name.endswith("proj.weight"):
                 nn.init.zeros_(p) if self.cfg.zero_init_proj else nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
-            elif name == "head.weight" and self.cfg.zero_init_proj:
+            elif (name == "head.weight" and self.cfg.zero_init_proj) or name.startswith("bigram."):
                 nn.init.zeros_(p)
             else:
                 nn.init.normal_(p, std=0.02)
@@ -434,10 +443,13 @@ class GPT(nn.Module):
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
         x = x0 = x if self.smear is None else self.smear(x)
         ves = self.value_embeds(idx) if self.value_embeds is not None else [None] * len(self.blocks)
+        bigram = self.bigram(idx) if self.bigram is not None else None
         v1, skips, backout = None, [], None
         for i, block in enumerate(self.blocks):
             if self.skips is not None and i >= len(self.blocks) - self.skips.n and skips:
                 x = x + self.skips(len(skips) - 1, x0) * skips.pop()
+            if bigram is not None:
+                x = x + self.bigram.bigram_lambdas[i].to(x.dtype) * bigram
             x, v = block(x, x0, self.rotary, v1, ves[i])
             v1 = v if v1 is None else v1
             if self.skips is not None and i < self.skips.n:
@@ -549,6 +561,34 @@ class ValueEmbedMix(nn.Module):
         return v + sigmoid_gate(self.ve_gate, x, self.gate_dim)[..., None] * ve.view_as(v)
 
 
+class BigramHash(nn.Module):
+    """--bigram_vocab M (record #62): row h_t of a table (zero at init) for each position, h_t = ((36313·x_t) XOR
+    (27191·x_(t−1))) mod (M − 1), and h_0 = M − 1; block i adds λ_i times it to its input, λ learned from 0.1.
+    --bigram_signs R (#83): the row times a fixed random sign vector s[(x_(t−1) XOR x_t) mod R] (s[0] at t = 0),
+    so bigrams that share a row pull it in different directions."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.rows = cfg.bigram_vocab
+        self.table = nn.Embedding(cfg.bigram_vocab, cfg.model_dim)
+        self.bigram_lambdas = nn.Parameter(torch.full((cfg.n_layer,), 0.1))
+        signs = None
+        if cfg.bigram_signs:  # drawn from a fixed seed: the same on every rank and run, no state to save
+            draw = torch.randint(0, 2, (cfg.bigram_signs, cfg.model_dim), generator=torch.Generator().manual_seed(0),
+                                 device="cpu")
+            signs = 2.0 * draw - 1
+        self.register_buffer("signs", signs, persistent=False)
+
+    def forward(self, idx):  # idx: (B, T) token ids
+        prev, cur = idx[:, :-1], idx[:, 1:]
+        start = torch.full_like(idx[:, :1], self.rows - 1)
+        rows = self.table(torch.cat((start, torch.bitwise_xor(36313 * cur, 27191 * prev) % (self.rows - 1)), dim=1))
+        if self.signs is None:
+            return rows
+        which = torch.cat((torch.zeros_like(start), torch.bitwise_xor(prev, cur) % self.signs.size(0)), dim=1)
+        return rows * self.signs[which].to(rows.dtype)
+
+
 def first_attention(cfg: Config) -> int:
     """The first layer with attention (1 with --drop_first_attn): the layer whose values are v₁."""
     return 1 if cfg.drop_first_attn else 0
@@ -642,7 +682,7 @@ def parameter_groups(model: GPT) -> dict[str, list[nn.Parameter]]:
     rest (vectors, the tricks' mixing weights and gates)."""
     groups = {name: [] for name in GROUPS}
     for name, p in model.named_parameters():  # a tied head is the embedding and is listed once
-        if name.startswith(("embed.", "pos_embed.", "value_embeds.")):
+        if name.startswith(("embed.", "pos_embed.", "value_embeds.", "bigram.table.")):
             groups["embed"].append(p)
         elif name.startswith("head."):
             groups["head"].append(p)
@@ -871,7 +911,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     compiled = cfg.compile == "true" or (cfg.compile == "auto" and cuda)
     net = torch.compile(model) if compiled else model  # compiled inside DDP: DDP's own hooks stay out of the graph
     ddp = net if d.world == 1 else nn.parallel.DistributedDataParallel(
-        net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False)  # the only buffers: rotary
+        net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False)  # buffers are built alike on every rank
     bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda)
     autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     loader = ShardLoader(train_files, cfg.global_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)

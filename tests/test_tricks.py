@@ -35,6 +35,8 @@ SWITCHES = {  # each trick alone, as a set of config changes
     "drop_first_mlp": dict(drop_first_mlp=True),
     "drop_first_attn": dict(drop_first_attn=True),
     "backout": dict(backout=True),
+    "bigram": dict(bigram_vocab=50),
+    "bigram_signs": dict(bigram_vocab=50, bigram_signs=16),
     "logit_cap_tanh15": dict(logit_softcap=15.0),
     "logit_cap_sigmoid": dict(logit_cap="sigmoid", logit_softcap=23.0),
 }
@@ -55,6 +57,18 @@ def reference_logits(model: GPT, cfg: Config, idx):
         g = P["smear.smear_lambda"] * torch.sigmoid(x[:, 1:, :gd] @ P["smear.smear_gate"][0])[..., None]
         x = torch.cat([x[:, :1], x[:, 1:] + g * x[:, :-1]], dim=1)
     x0 = x
+    bigram = 0
+    if cfg.bigram_vocab:
+        M, rows, which = cfg.bigram_vocab, torch.empty_like(idx), torch.zeros_like(idx)
+        for b in range(B):
+            rows[b, 0] = M - 1
+            for t in range(1, T):
+                prev, cur = int(idx[b, t - 1]), int(idx[b, t])
+                rows[b, t] = ((36313 * cur) ^ (27191 * prev)) % (M - 1)
+                which[b, t] = (prev ^ cur) % max(cfg.bigram_signs, 1)
+        bigram = P["bigram.table.weight"][rows]
+        if cfg.bigram_signs:
+            bigram = bigram * model.bigram.signs[which]
     v1, outputs = None, {}
     for i in range(n):
         pre = f"blocks.{i}."
@@ -64,6 +78,8 @@ def reference_logits(model: GPT, cfg: Config, idx):
             if cfg.skip_gates:
                 w = w * 2 * torch.sigmoid(x0[..., :gd] @ P["skips.skip_gate"][j])[..., None]
             x = x + w * outputs[j]
+        if cfg.bigram_vocab:
+            x = x + P["bigram.bigram_lambdas"][i] * bigram
         if cfg.x0_mix:
             a, b = P[pre + "x0_mix.x0_lambdas"]
             x = a * x + b * x0
@@ -116,7 +132,7 @@ def model_with_random_trick_weights(cfg: Config, seed=0) -> GPT:
     model = GPT(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(TRICK_WEIGHTS):
+            if name.endswith(TRICK_WEIGHTS) or name.startswith("bigram.table."):  # the bigram table starts at 0
                 p.uniform_(-1.5, 1.5)
     return model
 
@@ -167,6 +183,13 @@ def test_half_truncated_rotary_table():
     stationary = [*range(4, 8), *range(12, 16)]  # the pairs with frequency 0 are not rotated
     assert torch.equal(rotary(x)[..., stationary], x[..., stationary])
     assert not torch.allclose(rotary(x)[..., :4], x[..., :4])
+
+
+def test_bigram_table_starts_at_zero_and_signs_are_fixed():
+    a, b = GPT(small(bigram_vocab=50, bigram_signs=16)), GPT(small(bigram_vocab=50, bigram_signs=16))
+    assert a.bigram.table.weight.abs().sum() == 0
+    assert torch.equal(a.bigram.signs, b.bigram.signs) and set(a.bigram.signs.unique().tolist()) == {-1.0, 1.0}
+    assert "bigram.signs" not in a.state_dict()
 
 
 def test_dropped_layers_have_no_weights():
