@@ -107,6 +107,9 @@ class Config:
                                   "learned from 0", "shape")
     smear: bool = knob(False, "token smear (#34): embedding e_t += λ·σ(w·e_t[:gate_dim])·e_(t−1), λ and w learned "
                               "from 0", "shape")
+    paired_heads: str = knob("", "paired-head attention (#58) in these layers, e.g. '0,2,5,9': heads 2j and 2j+1 "
+                                 "attend as one sequence of 2T interleaved positions (rotary angles 2t and 2t+1), "
+                                 "so a query sees two keys per position in one softmax", "recipe")
     drop_first_mlp: bool = knob(False, "the first block has no MLP (#30)", "shape")
     drop_first_attn: bool = knob(False, "the first block has no attention (#35)", "shape")
     backout: bool = knob(False, "backout (#40): the output stream minus λ·(the stream after block 2·n_layer//3), λ "
@@ -273,6 +276,13 @@ def check_config(cfg: Config, world: int) -> None:
                           f"K and last K); n_layer is {cfg.n_layer}{' with the first attention dropped' * cfg.drop_first_attn}")
     if cfg.bigram_vocab == 1 or (cfg.bigram_signs and not cfg.bigram_vocab):
         raise ConfigError(f"bigram_vocab must be 0 (off) or at least 2 (got {cfg.bigram_vocab}); bigram_signs needs it on")
+    try:
+        paired = paired_head_layers(cfg)
+    except ValueError:
+        raise ConfigError(f"paired_heads {cfg.paired_heads!r}: write layer numbers separated by commas") from None
+    if paired and (cfg.n_head % 2 or not paired <= set(range(cfg.n_layer)) or cfg.key_offset):
+        raise ConfigError(f"paired_heads {cfg.paired_heads!r} needs an even n_head ({cfg.n_head}), layers in "
+                          f"[0, {cfg.n_layer}) and key_offset off")
     if cfg.drop_first_attn and cfg.n_layer < 2:
         raise ConfigError("drop_first_attn needs n_layer >= 2")
     if (cfg.key_offset or cfg.rotary_half) and (cfg.model_dim // cfg.n_head) % 4:
@@ -331,6 +341,7 @@ class Attention(nn.Module):
         self.qk_norm = cfg.qk_norm
         self.scale = cfg.attn_scale or None  # None: SDPA's 1/√head_dim
         self.key_offset = cfg.key_offset
+        self.paired = layer in paired_head_layers(cfg)
         self.value_residual = ValueResidual() if cfg.value_residual and layer > first_attention(cfg) else None
         self.value_embed = ValueEmbedMix(cfg) if layer in value_embed_layout(cfg) else None
         self.gate = AttentionGate(cfg) if cfg.attn_gate else None
@@ -346,12 +357,16 @@ class Attention(nn.Module):
             v = self.value_embed(v, ve, x)
         if self.qk_norm:
             q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
+        if self.paired:
+            q, k, v = pair_heads(q), pair_heads(k), pair_heads(v)
         if rotary is not None:
             q, k = rotary(q), rotary(k)
         if self.key_offset:
             k = offset_keys(k)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
                                            scale=self.scale).transpose(1, 2)
+        if self.paired:
+            y = unpair_heads(y)
         if self.gate is not None:
             y = self.gate(y, x)
         return self.proj(y.reshape(B, T, C)), own_v
@@ -400,7 +415,8 @@ class GPT(nn.Module):
         self.pos_embed = None if cfg.rotary else nn.Embedding(cfg.seq_len, cfg.model_dim)
         self.value_embeds = ValueEmbeddings(cfg) if cfg.value_embeds else None
         # one rotary table shared by every layer (a non-persistent buffer: DDP need not broadcast it)
-        self.rotary = Rotary(cfg.model_dim // cfg.n_head, cfg.seq_len, cfg.rope_base, cfg.rotary_half) if cfg.rotary \
+        rotary_len = cfg.seq_len * (2 if cfg.paired_heads else 1)  # paired heads: 2T interleaved positions
+        self.rotary = Rotary(cfg.model_dim // cfg.n_head, rotary_len, cfg.rope_base, cfg.rotary_half) if cfg.rotary \
             else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.skips = UNetSkips(cfg) if cfg.unet_skips else None
@@ -592,6 +608,23 @@ class BigramHash(nn.Module):
 def first_attention(cfg: Config) -> int:
     """The first layer with attention (1 with --drop_first_attn): the layer whose values are v₁."""
     return 1 if cfg.drop_first_attn else 0
+
+
+def paired_head_layers(cfg: Config) -> set[int]:
+    """The layers of --paired_heads ('0,2,5,9' → {0, 2, 5, 9})."""
+    return {int(i) for i in cfg.paired_heads.replace(" ", "").split(",") if i}
+
+
+def pair_heads(x):
+    """--paired_heads (record #58): (B, T, H, D) → (B, 2T, H/2, D), position 2t + p holding head 2j + p at t."""
+    B, T, H, D = x.shape
+    return x.reshape(B, T, H // 2, 2, D).transpose(1, 2).reshape(B, H // 2, 2 * T, D).transpose(1, 2)
+
+
+def unpair_heads(y):
+    """The inverse of `pair_heads`: (B, 2T, H/2, D) → (B, T, H, D)."""
+    B, T2, H2, D = y.shape
+    return y.transpose(1, 2).reshape(B, H2, T2 // 2, 2, D).transpose(1, 2).reshape(B, T2 // 2, 2 * H2, D)
 
 
 def offset_keys(k):

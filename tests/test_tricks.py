@@ -32,6 +32,7 @@ SWITCHES = {  # each trick alone, as a set of config changes
     "key_offset": dict(key_offset=True),
     "attn_gate": dict(attn_gate=True),
     "smear": dict(smear=True),
+    "paired_heads": dict(paired_heads="0,2", n_head=4),  # 4 heads: two pairs
     "drop_first_mlp": dict(drop_first_mlp=True),
     "drop_first_attn": dict(drop_first_attn=True),
     "backout": dict(backout=True),
@@ -40,7 +41,8 @@ SWITCHES = {  # each trick alone, as a set of config changes
     "logit_cap_tanh15": dict(logit_softcap=15.0),
     "logit_cap_sigmoid": dict(logit_cap="sigmoid", logit_softcap=23.0),
 }
-EVERYTHING = {k: v for change in SWITCHES.values() for k, v in change.items()} | dict(value_embeds=1, n_layer=5)
+EVERYTHING = {k: v for change in SWITCHES.values() for k, v in change.items()} | dict(value_embeds=1, n_layer=5,
+                                                                                     key_offset=False)
 
 
 def reference_logits(model: GPT, cfg: Config, idx):
@@ -102,15 +104,27 @@ def reference_logits(model: GPT, cfg: Config, idx):
             else:
                 v = v + P[pre + "attn.value_embed.ve_lambda"] * e
         q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
-        q, k = model.rotary(q), model.rotary(k)
-        if cfg.key_offset:  # the record's in-place form
-            D = k.size(-1)
-            k = k.clone()
-            k[:, 1:, :, D // 4:D // 2] = k[:, :-1, :, D // 4:D // 2].clone()
-            k[:, 1:, :, 3 * D // 4:] = k[:, :-1, :, 3 * D // 4:].clone()
-        scores = torch.einsum("bthd,bshd->bhts", q, k) * (cfg.attn_scale or 1 / math.sqrt(q.size(-1)))
-        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-        y = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v)
+        scale = cfg.attn_scale or 1 / math.sqrt(q.size(-1))
+        if i in {int(j) for j in cfg.paired_heads.split(",") if j}:
+            y = torch.empty_like(v)
+            for j in range(H // 2):  # heads 2j, 2j+1 as one sequence: position 2t + p is head 2j + p at t
+                seq = [torch.stack([z[:, t, 2 * j + p] for t in range(T) for p in (0, 1)], dim=1) for z in (q, k, v)]
+                qs, ks = model.rotary(seq[0][:, :, None])[:, :, 0], model.rotary(seq[1][:, :, None])[:, :, 0]
+                att = (qs @ ks.transpose(1, 2) * scale).masked_fill(torch.ones(2 * T, 2 * T, dtype=torch.bool).triu(1),
+                                                                    float("-inf")).softmax(-1) @ seq[2]
+                for t in range(T):
+                    for p in (0, 1):
+                        y[:, t, 2 * j + p] = att[:, 2 * t + p]
+        else:
+            q, k = model.rotary(q), model.rotary(k)
+            if cfg.key_offset:  # the record's in-place form
+                D = k.size(-1)
+                k = k.clone()
+                k[:, 1:, :, D // 4:D // 2] = k[:, :-1, :, D // 4:D // 2].clone()
+                k[:, 1:, :, 3 * D // 4:] = k[:, :-1, :, 3 * D // 4:].clone()
+            scores = torch.einsum("bthd,bshd->bhts", q, k) * scale
+            scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            y = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v)
         if cfg.attn_gate:
             y = y * torch.sigmoid(h[..., :gd] @ P[pre + "attn.gate.attn_gate"].T)[..., None]
         x = x + y.reshape(B, T, -1) @ P[pre + "attn.proj.weight"].T
