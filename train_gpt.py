@@ -164,8 +164,8 @@ class Config:
     num_iterations: int = knob(1750, "training steps", "schedule", POSITIVE)
     warmup_frac: float = knob(0.0, "fraction of steps of linear warmup from 0", "schedule", FRACTION)
     cooldown_frac: float = knob(0.4, "fraction of steps of decay to 0 at the end", "schedule", FRACTION)
-    lr_floor: float = knob(0.0, "the cooldown ends at this fraction of the peak lr instead of 0 (0.1: #19; "
-                                "record #72 raised it)", "schedule", FRACTION)
+    lr_floor: float = knob(0.0, "the cooldown ends at this fraction of the peak lr instead of 0 (0.1 in #19, "
+                                "0.15 in #72)", "schedule", FRACTION)
     momentum_warmup_steps: int = knob(0, "momentum rises linearly from momentum_low to `momentum` over the first N "
                                          "steps (500 in #9, 300 in #39); 0: off", "schedule", NONNEGATIVE)
     momentum_cooldown_steps: int = knob(0, "momentum falls linearly back to momentum_low over the last N steps "
@@ -490,6 +490,8 @@ class GPT(nn.Module):
 TRICK_WEIGHTS = ("_lambda", "_lambdas", "_weights", "_gate")  # learned mixing weights and gates: own init, scalar group
 
 
+# values and the residual stream: value residual, x₀ mixing, U-net skips, value embeddings, bigrams
+
 class ValueResidual(nn.Module):
     """--value_residual (record #9): v ← (1 − λ)·v + λ·v₁, v₁ the first layer's values, λ learned from 0.5."""
 
@@ -562,8 +564,9 @@ class ValueEmbeddings(nn.Module):
 
 
 class ValueEmbedMix(nn.Module):
-    """How a layer adds its value embedding e: v + λ·e, λ learned from 0.5 (#15's mixing weight), or with
-    --value_embed_gates (#55) v + 2σ(W·x[:gate_dim])·e, one gate per head, W learned from 0."""
+    """How a layer adds its value embedding e: v + λ·e, λ learned from 0.5 (#15 mixed λ₀·v + λ₁·e from (0.5, 0.5);
+    later records add e to v unscaled or gated), or with --value_embed_gates (#55) v + 2σ(W·x[:gate_dim])·e, one
+    gate per head, W learned from 0."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -604,6 +607,8 @@ class BigramHash(nn.Module):
         which = torch.cat((torch.zeros_like(start), torch.bitwise_xor(prev, cur) % self.signs.size(0)), dim=1)
         return rows * self.signs[which].to(rows.dtype)
 
+
+# attention: dropped first layer, paired heads, key offset, output gate; the token smear
 
 def first_attention(cfg: Config) -> int:
     """The first layer with attention (1 with --drop_first_attn): the layer whose values are v₁."""
@@ -661,6 +666,8 @@ class Smear(nn.Module):
         g = self.smear_lambda.to(e.dtype) * torch.sigmoid(F.linear(e[:, 1:, :self.gate_dim], self.smear_gate.to(e.dtype)))
         return torch.cat((e[:, :1], e[:, 1:] + g * e[:, :-1]), dim=1)
 
+
+# the loss: multi-token and prefix-token auxiliary terms, logit caps
 
 def aux_loss_weights(cfg: Config, step: int, device) -> tuple:
     """() when --mtp and --prefix_loss are off; else (w, p): the multi-token weights w (record #53: [1, 0.5,
