@@ -71,6 +71,10 @@ class Config:
     qk_norm: bool = knob(True, "normalise queries and keys before attention", "recipe")
     relu2: bool = knob(True, "ReLU² MLP activation (off: GELU)", "recipe")
     untied_head: bool = knob(True, "separate output head (off: head tied to the token embedding)", "shape")
+    untie_head_frac: float = knob(0.0, "the embedding reads the head's weights (tied) for this fraction of the steps, "
+                                       "then starts from the head's weights and optimizer state and trains apart (2/3 "
+                                       "in #53; #51 tied throughout); the head starts at N(0, 0.02); 0: off", "recipe",
+                                  FRACTION)
     zero_init_proj: bool = knob(True, "zero-initialise output projections (and the untied head)", "recipe")
     logit_softcap: float = knob(30.0, "soft cap c of the logits (logit_cap says how); 0 turns it off", "recipe",
                                 NONNEGATIVE)
@@ -274,6 +278,8 @@ def check_config(cfg: Config, world: int) -> None:
     if 2 * cfg.value_embeds > cfg.n_layer - first_attention(cfg):
         raise ConfigError(f"value_embeds {cfg.value_embeds} needs 2 × {cfg.value_embeds} layers with attention (first "
                           f"K and last K); n_layer is {cfg.n_layer}{' with the first attention dropped' * cfg.drop_first_attn}")
+    if cfg.untie_head_frac and not cfg.untied_head:
+        raise ConfigError("untie_head_frac needs untied_head (the head and the embedding are then two weights)")
     if cfg.bigram_vocab == 1 or (cfg.bigram_signs and not cfg.bigram_vocab):
         raise ConfigError(f"bigram_vocab must be 0 (off) or at least 2 (got {cfg.bigram_vocab}); bigram_signs needs it on")
     try:
@@ -430,6 +436,7 @@ class GPT(nn.Module):
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         if not cfg.untied_head:
             self.head.weight = self.embed.weight
+        self.tied_phase = cfg.untie_head_frac > 0  # --untie_head_frac: set each step by Trainer.train_step
         self.reset_parameters()
 
     @torch.no_grad()
@@ -446,7 +453,7 @@ class GPT(nn.Module):
                 nn.init.ones_(p) if name.endswith("layer_norm.weight") else nn.init.zeros_(p)
             elif name.endswith("proj.weight"):
                 nn.init.zeros_(p) if self.cfg.zero_init_proj else nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
-            elif (name == "head.weight" and self.cfg.zero_init_proj) or name.startswith("bigram."):
+            elif (name == "head.weight" and self.cfg.zero_init_proj and not self.tied_phase) or name.startswith("bigram."):
                 nn.init.zeros_(p)
             else:
                 nn.init.normal_(p, std=0.02)
@@ -454,7 +461,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, mtp_weights=None, prefix_weight=None):
         """Logits (B, T, vocab) of idx (B, T); with targets, their mean next-token cross-entropy, or with the
         auxiliary weights of `aux_loss_weights` the training loss of `auxiliary_loss`."""
-        x = self.embed(idx)
+        x = F.embedding(idx, self.head.weight) if self.tied_phase else self.embed(idx)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
         x = x0 = x if self.smear is None else self.smear(x)
@@ -822,6 +829,22 @@ def momentum(cfg: Config, step: int, high: float) -> float:
                                 cfg.momentum_cooldown_steps)
 
 
+def untie_step(cfg: Config) -> int:
+    """The step that unties the embedding from the head (--untie_head_frac); runs of up to that many steps stay tied."""
+    return math.ceil(cfg.untie_head_frac * cfg.num_iterations)
+
+
+@torch.no_grad()
+def untie_embedding(model: GPT, opts: list) -> None:
+    """--untie_head_frac (record #53): the embedding takes the head's weights, and its optimizer state where both
+    are in the same optimizer; from here on the two train apart."""
+    head, embed = model.head.weight, model.embed.weight
+    embed.copy_(head)
+    for opt in opts:
+        if head in opt.state and any(embed is p for g in opt.param_groups for p in g["params"]):
+            opt.state[embed] = {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[head].items()}
+
+
 # ----------------------------------------------------------------------------------------------
 # 4. Data, evaluation and one training step.
 
@@ -893,6 +916,10 @@ class Trainer:
         gradient norm skips the update.
         """
         cfg, d = self.cfg, self.d
+        if cfg.untie_head_frac:
+            if step == untie_step(cfg):
+                untie_embedding(self.model, self.opts)
+            self.model.tied_phase = step < untie_step(cfg)
         micro_batches = list(self.loader.next_batch())
         loss_sum = torch.zeros((), device=d.device)
         for k, (x, y) in enumerate(micro_batches):
@@ -950,8 +977,10 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     cuda = d.device.type == "cuda"
     compiled = cfg.compile == "true" or (cfg.compile == "auto" and cuda)
     net = torch.compile(model) if compiled else model  # compiled inside DDP: DDP's own hooks stay out of the graph
+    # buffers are built alike on every rank; while the head is tied (--untie_head_frac) the embedding is unused
     ddp = net if d.world == 1 else nn.parallel.DistributedDataParallel(
-        net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False)  # buffers are built alike on every rank
+        net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False,
+        find_unused_parameters=cfg.untie_head_frac > 0)
     bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda)
     autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     loader = ShardLoader(train_files, cfg.global_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
@@ -974,6 +1003,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         ckpt.set_rng_states(resumed["rng"], d)
         step, train_ms = resumed["step"], resumed["train_time_ms"]
         log.summary["resumed"].append({"from": str(resume_from), "step": step})
+        model.tied_phase = cfg.untie_head_frac > 0 and step <= untie_step(cfg)
         log.print(f"# resumed from {resume_from} at step {step}")
     wiring = ", ".join(f"{type(o).__name__}({'+'.join(g['name'] for g in o.param_groups)})" for o in opts)
     log.print(f"run {run_id}: {n_params:,} parameters, {d.world} × {d.device.type}, "

@@ -422,3 +422,48 @@ def test_model_trains_on_the_auxiliary_loss_and_validates_on_next_token():
     w, p = train_gpt.aux_loss_weights(cfg, 0, "cpu")
     assert torch.allclose(model(x, y, w, p), train_gpt.auxiliary_loss(model(x), y, w, model.prefix_ids[y], p))
     assert torch.allclose(model(x, y), F.cross_entropy(model(x).flatten(0, 1), y.flatten()))
+
+
+def test_head_tied_then_untied_with_its_optimizer_state():
+    cfg = small(untie_head_frac=0.5, num_iterations=4, opt_hidden="muon", lr_hidden=0.02, lr_embed=0.01)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    assert model.tied_phase and model.head.weight.abs().sum() > 0  # the head starts as an embedding would
+    batch = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len + 1))
+
+    class Loader:
+        def next_batch(self):
+            yield batch[:, :-1], batch[:, 1:]
+
+    idx = batch[:, :-1]
+    tied = dataclasses.replace(cfg, untied_head=False, untie_head_frac=0.0)
+    reference = GPT(tied)
+    reference.load_state_dict({k: v for k, v in model.state_dict().items() if k != "embed.weight"} |
+                              {"embed.weight": model.head.weight.detach()}, strict=False)
+    assert torch.allclose(model(idx), reference(idx), atol=1e-6)  # tied phase: the classic tied model
+    opts = build_optimizers(cfg, model)
+    trainer = train_gpt.Trainer(cfg, Dist(0, 0, 1, torch.device("cpu")), model, model, opts, Loader(),
+                                contextlib.nullcontext)
+    embed0 = model.embed.weight.detach().clone()
+    for step in range(2):
+        trainer.train_step(step, False)
+        assert torch.equal(model.embed.weight, embed0) and model.tied_phase  # unused while tied
+    adam = next(o for o in opts if model.head.weight in o.state)
+    head_state = {k: v.clone() if torch.is_tensor(v) else v for k, v in adam.state[model.head.weight].items()}
+    grads = []
+    original = adam.step
+    adam.step = lambda: (grads.append(model.embed.weight.grad.clone()),
+                         grads.append(torch.equal(model.embed.weight, model.head.weight)), original())
+    trainer.train_step(2, False)  # untie_step = 2: the embedding starts from the head, then both train apart
+    assert not model.tied_phase and not torch.equal(model.embed.weight, embed0)
+    state, beta1 = adam.state[model.embed.weight], cfg.beta1
+    assert state["step"] == head_state["step"] + 1  # the head's state carried over, then one step on the embed's grad
+    assert torch.allclose(state["exp_avg"], beta1 * head_state["exp_avg"] + (1 - beta1) * grads[0], atol=1e-7)
+    assert grads[1] and not torch.equal(model.embed.weight, model.head.weight)  # equal until this step's updates
+
+
+def test_untie_on_two_ranks(tmp_path):
+    from tests.trainer import SMALL, logs, run
+    result = run([*SMALL, "--untie_head_frac=0.5", f"--log_dir={tmp_path}", "--run_id=u"], nproc=2)
+    assert result.returncode == 0, result.stderr
+    assert logs(tmp_path, "u")[1]["status"] == "complete"
