@@ -31,7 +31,9 @@ from data import embedded
 from data.atomic import DiskFullError
 from data.loader import FINEWEB_DIR, ShardLoader, check_shards, find_shards
 from data.shards import ShardError
+from data.tokenizer import prefix_table
 from optimizers import schedule
+from optimizers.cautious import cautious_decay_
 from runtime import checkpoint as ckpt
 from runtime import footprint
 from runtime import config as schema
@@ -73,13 +75,70 @@ class Config:
     qk_norm: bool = knob(True, "normalise queries and keys before attention", "recipe")
     relu2: bool = knob(True, "ReLU² MLP activation (off: GELU)", "recipe")
     untied_head: bool = knob(True, "separate output head (off: head tied to the token embedding)", "shape")
+    untie_head_frac: float = knob(0.0, "the embedding reads the head's weights (tied) for this fraction of the steps, "
+                                       "then starts from the head's weights and optimizer state and trains apart (2/3 "
+                                       "in #53; #51 tied throughout); the head starts at N(0, 0.02); 0: off", "recipe",
+                                  FRACTION)
     zero_init_proj: bool = knob(True, "zero-initialise output projections (and the untied head)", "recipe")
-    logit_softcap: float = knob(30.0, "tanh soft-cap on the logits: cap·tanh(z/cap); 0 turns it off", "recipe",
+    logit_softcap: float = knob(30.0, "soft cap c of the logits (logit_cap says how); 0 turns it off", "recipe",
                                 NONNEGATIVE)
+    logit_cap: str = knob("tanh", "tanh: c·tanh(z/c) (c = 30 in #9, 15 in #18) | sigmoid: c·σ((z + offset)/scale), "
+                                  "the asymmetric rescale (c = 23, offset 5, scale 7.5 in #54)", "recipe",
+                          one_of("tanh", "sigmoid"))
+    logit_cap_offset: float = knob(5.0, "offset of the sigmoid logit cap", "recipe", between(-1e3, 1e3))
+    logit_cap_scale: float = knob(7.5, "scale of the sigmoid logit cap", "recipe", between(1e-3, 1e3))
     bias: bool = knob(False, "biases in linear layers (GPT-2 had them)", "shape")
     loss_chunk_tokens: int = knob(0, "compute the loss this many tokens at a time, each chunk's logits recomputed in "
                                      "the backward, so no vocab × micro-batch fp32 logits exist at once (0: one go)",
                                   "system", NONNEGATIVE)
+    # the public record's model tricks (section 2b); off by default, each docstring names its record
+    value_residual: bool = knob(False, "value residual: layers after the first use (1−λ)·v + λ·v₁, v₁ the first "
+                                       "layer's values, λ learned from 0.5 (record #9)", "shape")
+    x0_mix: bool = knob(False, "embedding shortcut: each block reads a·x + b·x₀, x₀ the token embedding, (a, b) "
+                               "learned from (1, 0) (#9)", "shape")
+    unet_skips: bool = knob(False, "U-net skips: the i-th of the first n_layer//2 blocks' outputs, times a learned "
+                                   "weight (init 1), enters the mirrored block of the second half (#11)", "shape")
+    skip_gates: bool = knob(False, "gate each U-net skip per token by 2σ(w·x₀[:gate_dim]), w learned from 0 (#55)",
+                            "shape")
+    value_embeds: int = knob(0, "value embeddings: K tables added to the values of the first K and the last K "
+                                "layers in a U-net pattern (K = n_layer/2: #15; 3 of 12: #17); 0: off", "shape",
+                             NONNEGATIVE)
+    value_embeds_tied: bool = knob(True, "layer i and layer n_layer−1−i share a value-embedding table (#15); off: "
+                                         "every layer its own (#63)", "shape")
+    value_embed_gates: bool = knob(False, "add each value embedding times a per-head gate 2σ(W·x[:gate_dim]) "
+                                          "(#55) instead of a learned scalar (init 0.5)", "shape")
+    attn_scale: float = knob(0.0, "softmax scale of the attention scores; 0: 1/√head_dim (0.12 in #20)", "recipe",
+                             between(0, 100))
+    rotary_half: bool = knob(False, "half-truncated rotary (#17): frequencies (1/1024)^(j/(D/4−1)) for the first D/4 "
+                                    "of the D/2 pairs of a head, 0 (no rotation) for the rest", "recipe")
+    key_offset: bool = knob(False, "partial key offset (#49): after rotary, the key dims [D/4, D/2) and [3D/4, D) "
+                                   "(the stationary pairs under rotary_half) take the previous position's values",
+                            "recipe")
+    attn_gate: bool = knob(False, "sparse attention gate (#28): each head's output times σ(W·x[:gate_dim]), W "
+                                  "learned from 0", "shape")
+    smear: bool = knob(False, "token smear (#34): embedding e_t += λ·σ(w·e_t[:gate_dim])·e_(t−1), λ and w learned "
+                              "from 0", "shape")
+    paired_heads: str = knob("", "paired-head attention (#58) in these layers, e.g. '0,2,5,9': heads 2j and 2j+1 "
+                                 "attend as one sequence of 2T interleaved positions (rotary angles 2t and 2t+1), "
+                                 "so a query sees two keys per position in one softmax", "recipe")
+    drop_first_mlp: bool = knob(False, "the first block has no MLP (#30)", "shape")
+    drop_first_attn: bool = knob(False, "the first block has no attention (#35)", "shape")
+    backout: bool = knob(False, "backout (#40): the output stream minus λ·(the stream after block 2·n_layer//3), λ "
+                                "learned from 0.5", "shape")
+    bigram_vocab: int = knob(0, "bigram hash embedding (#62): rows M of a zero-initialised table read at "
+                                "hash(previous, current token) mod (M−1) and added to every block's input with a "
+                                "learned weight per layer (init 0.1); 5·50304 in #62; 0: off", "shape", NONNEGATIVE)
+    bigram_signs: int = knob(0, "sign trick (#83): multiply each bigram row by a fixed random ±1 vector, one of R "
+                                "picked by (previous XOR current token) mod R (8192 in #83); 0: off", "recipe",
+                             NONNEGATIVE)
+    gate_dim: int = knob(12, "leading channels of the residual stream that the gates read (12 in #55)", "shape",
+                         POSITIVE)
+    mtp: bool = knob(False, "multi-token prediction (#53): the training loss Σ_k w_k·CE(logits_t, token_(t+k)), w = "
+                            "[1, 0.5, 0.25→0] over the first third of the steps, [1, 0.5→0] the second, [1] after; "
+                            "the logged train loss is this sum, validation the next token only", "recipe")
+    prefix_loss: float = knob(0.0, "weight of the prefix-token auxiliary loss (#88: 0.25): CE against the longest "
+                                   "proper byte prefix of the next token that is a token, over the first third, "
+                                   "then decaying to 0 by two thirds; 0: off", "recipe", between(0, 10))
     # batch
     global_batch_tokens: int = knob(8 * 64 * 1024, "tokens per optimizer step, summed over ranks", "recipe", POSITIVE)
     micro_batch_tokens: int = knob(64 * 1024, "tokens per forward/backward on one device (accumulation fills the rest)",
@@ -101,6 +160,12 @@ class Config:
     hp_scalar: str = knob("", "the scalars' own hyperparameters, e.g. 'weight_decay=0.01'", "optimizer")
     weight_decay: float = knob(0.0, "weight decay of the hidden matrices (other groups: none unless hp_* sets it)",
                                "optimizer", NONNEGATIVE)
+    cautious_wd: bool = knob(False, "cautious weight decay: each group's weight_decay λ applied only where the update "
+                                    "has the parameter's sign, x −= lr_t·λ·[u·x ≥ 0]·x (Muon: #43, Adam: #50; "
+                                    "optimizers/cautious.py)", "optimizer")
+    adam_step_every: int = knob(1, "groups on Adam/AdamW step every N steps on their gradients summed since their "
+                                   "last step (2 in #39; a checkpoint between two such steps drops the half-summed "
+                                   "gradient)", "optimizer", POSITIVE)
     beta1: float = knob(0.8, "β₁ of every group whose optimizer takes betas", "optimizer", between(0, 1))
     beta2: float = knob(0.95, "β₂ of every group whose optimizer takes betas", "optimizer", between(0, 1))
     eps: float = knob(1e-10, "ε of every group whose optimizer takes eps", "optimizer", between(0, 1))
@@ -113,6 +178,14 @@ class Config:
     num_iterations: int = knob(1750, "training steps", "schedule", POSITIVE)
     warmup_frac: float = knob(0.0, "fraction of steps of linear warmup from 0", "schedule", FRACTION)
     cooldown_frac: float = knob(0.4, "fraction of steps of decay to 0 at the end", "schedule", FRACTION)
+    lr_floor: float = knob(0.0, "the cooldown ends at this fraction of the peak lr instead of 0 (0.1 in #19, "
+                                "0.15 in #72)", "schedule", FRACTION)
+    momentum_warmup_steps: int = knob(0, "momentum rises linearly from momentum_low to `momentum` over the first N "
+                                         "steps (500 in #9, 300 in #39); 0: off", "schedule", NONNEGATIVE)
+    momentum_cooldown_steps: int = knob(0, "momentum falls linearly back to momentum_low over the last N steps "
+                                           "(50 in #39); 0: off", "schedule", NONNEGATIVE)
+    momentum_low: float = knob(0.85, "start and end value of the momentum warmup/cooldown (0.85 in #9, #39)",
+                               "schedule", between(0, 1))
     cooldown_shape: str = knob("linear", "shape of the decay: linear | cosine | sqrt", "schedule",
                                one_of(*schedule.COOLDOWN_SHAPES))
     lr_scaling: str = knob("none", "scale every lr with global_batch_tokens / lr_base_batch_tokens: none | linear | sqrt",
@@ -154,6 +227,14 @@ class Config:
     inject_nan_step: int = knob(-1, "testing aid: make the loss NaN at this step", "diagnostic", at_least(-1))
 
 
+# CPU-sized: bytes of the embedded Shakespeare corpus, a few minutes on 2 cores.
+TINY = dict(dataset="shakespeare", tokenizer="byte", vocab_size=320, n_layer=4, model_dim=128, n_head=4, seq_len=256,
+            global_batch_tokens=8192, micro_batch_tokens=8192, lr_hidden=0.05, lr_embed=0.03, lr_head=0.01,
+            lr_scalar=0.02, num_iterations=600, warmup_frac=0.02, cooldown_frac=0.4, val_every=100, val_tokens=65536,
+            target_val_loss=1.8, reuse_data=True)  # 600 × 8192 tokens: about 1.06 passes over the plays
+# The model tricks of public record #11: value residual and embedding shortcut (#9), U-net skips (#11).
+RECORD_TRICKS = dict(value_residual=True, x0_mix=True, unet_skips=True)
+
 PRESETS: dict[str, dict] = {
     # The speedrun's 124M shape on FineWeb; 8 GPUs × 64 × 1024 tokens per step. The recipe of the public
     # record #8 (modded-nanogpt 2024-11-03, "untied embedding and head", 3.2762 at step 4578): its lrs, Adam
@@ -163,12 +244,16 @@ PRESETS: dict[str, dict] = {
                          momentum=0.95, weight_decay=0.0, logit_softcap=0.0, num_iterations=4578,
                          warmup_frac=0.0, cooldown_frac=1308 / 4578, val_every=125, val_tokens=10485760,
                          split_qkv=True, warmup_steps=10, loss_chunk_tokens=16384),
-    # CPU-sized: bytes of the embedded Shakespeare corpus, a few minutes on 2 cores.
-    "tiny": dict(dataset="shakespeare", tokenizer="byte", vocab_size=320, n_layer=4, model_dim=128,
-                 n_head=4, seq_len=256, global_batch_tokens=8192, micro_batch_tokens=8192,
-                 lr_hidden=0.05, lr_embed=0.03, lr_head=0.01, lr_scalar=0.02, num_iterations=600,
-                 warmup_frac=0.02, cooldown_frac=0.4, val_every=100, val_tokens=65536,
-                 target_val_loss=1.8, reuse_data=True),  # 600 × 8192 tokens: about 1.06 passes over the plays
+    "tiny": TINY,
+    # Public record #11 (2024-11-10_UNetDoubleLr, 7.23 min on 8×H100, val loss 3.2753 at step 3000 in its log):
+    # the 124M shape, its tricks, tanh logit cap 30, Muon momentum 0.85 → 0.95 over 500 steps (#9), the doubled
+    # learning rates of #11 and Adam's β = (0.9, 0.95), ε = 1e-8; 3000 steps, the last 900 a linear decay to 0.
+    "record": dict(**RECORD_TRICKS, logit_softcap=30.0, momentum_warmup_steps=500, momentum_low=0.85, momentum=0.95,
+                   lr_hidden=0.04, lr_embed=0.6, lr_head=0.008, lr_scalar=0.04, beta1=0.9, beta2=0.95, eps=1e-8,
+                   num_iterations=3000, warmup_frac=0.0, cooldown_frac=0.3, split_qkv=True, warmup_steps=10,
+                   loss_chunk_tokens=16384),
+    # The tiny preset with the record's tricks (the momentum warmup scaled to 100 of 600 steps, as 500 of 3000).
+    "tiny_record": dict(**TINY, **RECORD_TRICKS, momentum_warmup_steps=100),
     # The classic GPT-2: every trick off, AdamW everywhere.
     "gpt2classic": dict(rotary=False, rmsnorm=False, qk_norm=False, relu2=False, untied_head=False,
                         zero_init_proj=False, logit_softcap=0.0, bias=True, opt_hidden="adamw",
@@ -209,6 +294,26 @@ def check_config(cfg: Config, world: int) -> None:
                           f"the per-rank batch {per_rank}")
     if cfg.val_tokens % (world * micro):
         raise ConfigError(f"val_tokens {cfg.val_tokens} is not divisible by world size {world} × micro batch {micro}")
+    if 2 * cfg.value_embeds > cfg.n_layer - first_attention(cfg):
+        raise ConfigError(f"value_embeds {cfg.value_embeds} needs 2 × {cfg.value_embeds} layers with attention (first "
+                          f"K and last K); n_layer is {cfg.n_layer}{' with the first attention dropped' * cfg.drop_first_attn}")
+    if cfg.untie_head_frac and not cfg.untied_head:
+        raise ConfigError("untie_head_frac needs untied_head (the head and the embedding are then two weights)")
+    if cfg.bigram_vocab == 1 or (cfg.bigram_signs and not cfg.bigram_vocab):
+        raise ConfigError(f"bigram_vocab must be 0 (off) or at least 2 (got {cfg.bigram_vocab}); bigram_signs needs it on")
+    try:
+        paired = paired_head_layers(cfg)
+    except ValueError:
+        raise ConfigError(f"paired_heads {cfg.paired_heads!r}: write layer numbers separated by commas") from None
+    if paired and (cfg.n_head % 2 or not paired <= set(range(cfg.n_layer)) or cfg.key_offset):
+        raise ConfigError(f"paired_heads {cfg.paired_heads!r} needs an even n_head ({cfg.n_head}), layers in "
+                          f"[0, {cfg.n_layer}) and key_offset off")
+    if cfg.drop_first_attn and cfg.n_layer < 2:
+        raise ConfigError("drop_first_attn needs n_layer >= 2")
+    if (cfg.key_offset or cfg.rotary_half) and (cfg.model_dim // cfg.n_head) % 4:
+        raise ConfigError(f"rotary_half and key_offset need a head dim divisible by 4, got {cfg.model_dim // cfg.n_head}")
+    if (cfg.skip_gates or cfg.value_embed_gates or cfg.attn_gate or cfg.smear) and cfg.gate_dim > cfg.model_dim:
+        raise ConfigError(f"gate_dim {cfg.gate_dim} exceeds model_dim {cfg.model_dim}")
     if cfg.warmup_frac + cfg.cooldown_frac > 1:
         raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
     cfg.micro_batch_tokens = micro
@@ -229,11 +334,16 @@ class Norm(nn.Module):
 
 
 class Rotary(nn.Module):
-    """Rotate each (x₁, x₂) half-pair of a head by angle position·base^(−2i/d)."""
+    """Rotate each (x₁, x₂) half-pair of a head by angle position·base^(−2i/d); `half_truncated` (--rotary_half,
+    record #17): frequencies (1/1024)^(j/(d/4 − 1)) for the first d/4 pairs and 0 for the other d/4."""
 
-    def __init__(self, head_dim: int, max_len: int, base: float):
+    def __init__(self, head_dim: int, max_len: int, base: float, half_truncated: bool = False):
         super().__init__()
-        freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        if half_truncated:
+            quarter = head_dim // 4
+            freqs = torch.cat(((1 / 1024) ** torch.linspace(0, 1, quarter), torch.zeros(head_dim // 2 - quarter)))
+        else:
+            freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32), freqs)
         self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)
         self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
@@ -246,22 +356,45 @@ class Rotary(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: Config):
+    """Causal multi-head attention with QK-norm and rotary; the value tricks of section 2b act on v."""
+
+    def __init__(self, cfg: Config, layer: int):
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.model_dim // cfg.n_head
         self.qkv = nn.Linear(cfg.model_dim, 3 * cfg.model_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=cfg.bias)
         self.qk_norm = cfg.qk_norm
+        self.scale = cfg.attn_scale or None  # None: SDPA's 1/√head_dim
+        self.key_offset = cfg.key_offset
+        self.paired = layer in paired_head_layers(cfg)
+        self.value_residual = ValueResidual() if cfg.value_residual and layer > first_attention(cfg) else None
+        self.value_embed = ValueEmbedMix(cfg) if layer in value_embed_layout(cfg) else None
+        self.gate = AttentionGate(cfg) if cfg.attn_gate else None
 
-    def forward(self, x, rotary: Rotary | None):
+    def forward(self, x, rotary: Rotary | None, v1=None, ve=None):
+        """Attention output, and this layer's own values v (before any mixing: the first layer's is v₁)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)
+        own_v = v
+        if self.value_residual is not None:
+            v = self.value_residual(v, v1)
+        if self.value_embed is not None:
+            v = self.value_embed(v, ve, x)
         if self.qk_norm:
             q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
+        if self.paired:
+            q, k, v = pair_heads(q), pair_heads(k), pair_heads(v)
         if rotary is not None:
             q, k = rotary(q), rotary(k)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        if self.key_offset:
+            k = offset_keys(k)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                           scale=self.scale).transpose(1, 2)
+        if self.paired:
+            y = unpair_heads(y)
+        if self.gate is not None:
+            y = self.gate(y, x)
+        return self.proj(y.reshape(B, T, C)), own_v
 
 
 class MLP(nn.Module):
@@ -277,14 +410,26 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, layer: int):
         super().__init__()
-        self.norm1, self.attn = Norm(cfg.model_dim, cfg.rmsnorm), Attention(cfg)
-        self.norm2, self.mlp = Norm(cfg.model_dim, cfg.rmsnorm), MLP(cfg)
+        self.x0_mix = X0Mix() if cfg.x0_mix else None
+        first = layer == 0  # --drop_first_attn (#35), --drop_first_mlp (#30)
+        self.norm1, self.attn = (None, None) if first and cfg.drop_first_attn else (Norm(cfg.model_dim, cfg.rmsnorm),
+                                                                                    Attention(cfg, layer))
+        self.norm2, self.mlp = (None, None) if first and cfg.drop_first_mlp else (Norm(cfg.model_dim, cfg.rmsnorm),
+                                                                                  MLP(cfg))
 
-    def forward(self, x, rotary: Rotary | None):
-        x = x + self.attn(self.norm1(x), rotary)
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x, x0, rotary: Rotary | None, v1=None, ve=None):
+        """The block's output and its attention's own values (None without attention)."""
+        if self.x0_mix is not None:
+            x = self.x0_mix(x, x0)
+        v = None
+        if self.attn is not None:
+            y, v = self.attn(self.norm1(x), rotary, v1, ve)
+            x = x + y
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm2(x))
+        return x, v
 
 
 class GPT(nn.Module):
@@ -293,51 +438,313 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.pos_embed = None if cfg.rotary else nn.Embedding(cfg.seq_len, cfg.model_dim)
+        self.value_embeds = ValueEmbeddings(cfg) if cfg.value_embeds else None
         # one rotary table shared by every layer (a non-persistent buffer: DDP need not broadcast it)
-        self.rotary = Rotary(cfg.model_dim // cfg.n_head, cfg.seq_len, cfg.rope_base) if cfg.rotary else None
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        rotary_len = cfg.seq_len * (2 if cfg.paired_heads else 1)  # paired heads: 2T interleaved positions
+        self.rotary = Rotary(cfg.model_dim // cfg.n_head, rotary_len, cfg.rope_base, cfg.rotary_half) if cfg.rotary \
+            else None
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.skips = UNetSkips(cfg) if cfg.unet_skips else None
+        self.smear = Smear(cfg) if cfg.smear else None
+        self.bigram = BigramHash(cfg) if cfg.bigram_vocab else None
+        if cfg.prefix_loss:  # --prefix_loss (#88): each token's prefix token, -1 for none
+            name = "gpt2" if cfg.dataset == "fineweb10B" else cfg.tokenizer
+            self.register_buffer("prefix_ids", torch.tensor(prefix_table(name, cfg.vocab_size)), persistent=False)
+        self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if cfg.backout else None  # --backout (#40)
         self.norm = Norm(cfg.model_dim, cfg.rmsnorm)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         if not cfg.untied_head:
             self.head.weight = self.embed.weight
+        self.tied_phase = cfg.untie_head_frac > 0  # --untie_head_frac: set each step by Trainer.train_step
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self):
-        """GPT-2 init: N(0, 0.02), output projections scaled by 1/√(2·layers); or zero with zero_init_proj."""
+        """GPT-2 init: N(0, 0.02), output projections scaled by 1/√(2·layers); or zero with zero_init_proj.
+
+        The tricks' mixing weights and gates (names ending in TRICK_WEIGHTS) keep the values their modules
+        give them.
+        """
         for name, p in self.named_parameters():
+            if name.endswith(TRICK_WEIGHTS):
+                continue
             if p.ndim < 2:
                 nn.init.ones_(p) if name.endswith("layer_norm.weight") else nn.init.zeros_(p)
             elif name.endswith("proj.weight"):
                 nn.init.zeros_(p) if self.cfg.zero_init_proj else nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
-            elif name == "head.weight" and self.cfg.zero_init_proj:
+            elif (name == "head.weight" and self.cfg.zero_init_proj and not self.tied_phase) or name.startswith("bigram."):
                 nn.init.zeros_(p)
             else:
                 nn.init.normal_(p, std=0.02)
 
-    def forward(self, idx, targets=None):
-        """Logits (B, T, vocab) of idx (B, T); with targets, their mean next-token cross-entropy."""
-        x = self.embed(idx)
+    def forward(self, idx, targets=None, mtp_weights=None, prefix_weight=None):
+        """Logits (B, T, vocab) of idx (B, T); with targets, their mean next-token cross-entropy, or with the
+        auxiliary weights of `aux_loss_weights` the training loss of `auxiliary_loss`."""
+        x = F.embedding(idx, self.head.weight) if self.tied_phase else self.embed(idx)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
-        for block in self.blocks:
-            x = block(x, self.rotary)
+        x = x0 = x if self.smear is None else self.smear(x)
+        ves = self.value_embeds(idx) if self.value_embeds is not None else [None] * len(self.blocks)
+        bigram = self.bigram(idx) if self.bigram is not None else None
+        v1, skips, backout = None, [], None
+        for i, block in enumerate(self.blocks):
+            if self.skips is not None and i >= len(self.blocks) - self.skips.n and skips:
+                x = x + self.skips(len(skips) - 1, x0) * skips.pop()
+            if bigram is not None:
+                x = x + self.bigram.bigram_lambdas[i].to(x.dtype) * bigram
+            x, v = block(x, x0, self.rotary, v1, ves[i])
+            v1 = v if v1 is None else v1
+            if self.skips is not None and i < self.skips.n:
+                skips.append(x)
+            if self.backout_lambda is not None and i == 2 * len(self.blocks) // 3:
+                backout = x
+        if backout is not None:
+            x = x - self.backout_lambda.to(x.dtype) * backout
         if targets is None:
             return self.logits(x)
+        if mtp_weights is not None:
+            prefix_targets = self.prefix_ids[targets] if self.cfg.prefix_loss else None
+            return auxiliary_loss(self.logits(x), targets, mtp_weights, prefix_targets, prefix_weight)
         chunk = self.cfg.loss_chunk_tokens or targets.numel()
         total = sum(checkpoint(self.loss_sum, xs, ts, use_reentrant=False) if chunk < targets.numel()
                     else self.loss_sum(xs, ts) for xs, ts in zip(x.flatten(0, 1).split(chunk), targets.flatten().split(chunk)))
         return total / targets.numel()
 
     def logits(self, x):
-        """fp32 logits of the final hidden states, tanh soft-capped: cap·tanh(z/cap)."""
-        logits = self.head(self.norm(x)).float()
-        cap = self.cfg.logit_softcap
-        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+        """fp32 logits of the final hidden states, capped (cap_logits: tanh or the sigmoid rescale)."""
+        return cap_logits(self.head(self.norm(x)).float(), self.cfg)
 
     def loss_sum(self, x, targets):
         """Summed next-token cross-entropy of hidden states x (rows) against targets."""
         return F.cross_entropy(self.logits(x), targets, reduction="sum")
+
+
+# ----------------------------------------------------------------------------------------------
+# 2b. The public record's tricks (github.com/KellerJordan/modded-nanogpt, record numbers as in its README).
+# Each is a small module or function switched on by the config key named in its docstring.
+
+TRICK_WEIGHTS = ("_lambda", "_lambdas", "_weights", "_gate")  # learned mixing weights and gates: own init, scalar group
+
+
+# values and the residual stream: value residual, x₀ mixing, U-net skips, value embeddings, bigrams
+
+class ValueResidual(nn.Module):
+    """--value_residual (record #9): v ← (1 − λ)·v + λ·v₁, v₁ the first layer's values, λ learned from 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.value_lambda = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, v, v1):
+        return torch.lerp(v, v1, self.value_lambda.to(v.dtype))
+
+
+class X0Mix(nn.Module):
+    """--x0_mix (record #9): the block's input a·x + b·x₀, x₀ the token embedding, (a, b) learned from (1, 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.x0_lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
+
+    def forward(self, x, x0):
+        a, b = self.x0_lambdas.to(x.dtype)
+        return a * x + b * x0
+
+
+def sigmoid_gate(weight, x, gate_dim: int):
+    """2σ(W·x[..., :gate_dim]): 1 at W = 0, in (0, 2) (the gates of record #55)."""
+    return 2 * torch.sigmoid(F.linear(x[..., :gate_dim], weight.to(x.dtype)))
+
+
+class UNetSkips(nn.Module):
+    """--unet_skips (record #11): the outputs of the first n = n_layer//2 blocks are kept; the block that is the
+    i-th from the end first adds w_i·(output of block i), w learned from 1. --skip_gates (#55): times the
+    per-token gate 2σ(g_i·x₀[:gate_dim]), g learned from 0."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.n, self.gate_dim = cfg.n_layer // 2, cfg.gate_dim
+        self.skip_weights = nn.Parameter(torch.ones(self.n))
+        self.skip_gate = nn.Parameter(torch.zeros(self.n, cfg.gate_dim)) if cfg.skip_gates else None
+
+    def forward(self, i: int, x0):
+        """The factor (a scalar, or (B, T, 1) when gated) of the skip from block i."""
+        w = self.skip_weights[i].to(x0.dtype)
+        if self.skip_gate is None:
+            return w
+        return w * sigmoid_gate(self.skip_gate[i:i + 1], x0, self.gate_dim)
+
+
+def value_embed_layout(cfg: Config) -> dict[int, int]:
+    """{layer: table} of --value_embeds K (records #15, #17, #63): the first K layers with attention read tables
+    0..K−1 and the mirrored layers n−1..n−K the same tables (tied) or tables K..2K−1 (untied)."""
+    K, n, first = cfg.value_embeds, cfg.n_layer, first_attention(cfg)
+    layout = {first + i: i for i in range(K)}
+    layout.update({n - 1 - i: i if cfg.value_embeds_tied else K + i for i in range(K)})
+    return layout
+
+
+class ValueEmbeddings(nn.Module):
+    """--value_embeds (records #14–#17, #63, #65): token-indexed tables whose rows are added to the values of
+    the layers of `value_embed_layout`; returns each layer's rows (None for a layer without)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.layout = [value_embed_layout(cfg).get(i) for i in range(cfg.n_layer)]
+        n_tables = cfg.value_embeds * (1 if cfg.value_embeds_tied else 2)
+        self.tables = nn.ModuleList(nn.Embedding(cfg.vocab_size, cfg.model_dim) for _ in range(n_tables))
+
+    def forward(self, idx):
+        rows = [table(idx) for table in self.tables]
+        return [None if t is None else rows[t] for t in self.layout]
+
+
+class ValueEmbedMix(nn.Module):
+    """How a layer adds its value embedding e: v + λ·e, λ learned from 0.5 (#15 mixed λ₀·v + λ₁·e from (0.5, 0.5);
+    later records add e to v unscaled or gated), or with --value_embed_gates (#55) v + 2σ(W·x[:gate_dim])·e, one
+    gate per head, W learned from 0."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.gate_dim = cfg.gate_dim
+        self.ve_lambda = None if cfg.value_embed_gates else nn.Parameter(torch.tensor(0.5))
+        self.ve_gate = nn.Parameter(torch.zeros(cfg.n_head, cfg.gate_dim)) if cfg.value_embed_gates else None
+
+    def forward(self, v, ve, x):  # v: (B, T, H, D), ve: (B, T, H·D), x: the attention input
+        if self.ve_gate is None:
+            return v + self.ve_lambda.to(v.dtype) * ve.view_as(v)
+        return v + sigmoid_gate(self.ve_gate, x, self.gate_dim)[..., None] * ve.view_as(v)
+
+
+class BigramHash(nn.Module):
+    """--bigram_vocab M (record #62): row h_t of a table (zero at init) for each position, h_t = ((36313·x_t) XOR
+    (27191·x_(t−1))) mod (M − 1), and h_0 = M − 1; block i adds λ_i times it to its input, λ learned from 0.1.
+    --bigram_signs R (#83): the row times a fixed random sign vector s[(x_(t−1) XOR x_t) mod R] (s[0] at t = 0),
+    so bigrams that share a row pull it in different directions."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.rows = cfg.bigram_vocab
+        self.table = nn.Embedding(cfg.bigram_vocab, cfg.model_dim)
+        self.bigram_lambdas = nn.Parameter(torch.full((cfg.n_layer,), 0.1))
+        signs = None
+        if cfg.bigram_signs:  # drawn from a fixed seed: the same on every rank and run, no state to save
+            draw = torch.randint(0, 2, (cfg.bigram_signs, cfg.model_dim), generator=torch.Generator().manual_seed(0),
+                                 device="cpu")
+            signs = 2.0 * draw - 1
+        self.register_buffer("signs", signs, persistent=False)
+
+    def forward(self, idx):  # idx: (B, T) token ids
+        prev, cur = idx[:, :-1], idx[:, 1:]
+        start = torch.full_like(idx[:, :1], self.rows - 1)
+        rows = self.table(torch.cat((start, torch.bitwise_xor(36313 * cur, 27191 * prev) % (self.rows - 1)), dim=1))
+        if self.signs is None:
+            return rows
+        which = torch.cat((torch.zeros_like(start), torch.bitwise_xor(prev, cur) % self.signs.size(0)), dim=1)
+        return rows * self.signs[which].to(rows.dtype)
+
+
+# attention: dropped first layer, paired heads, key offset, output gate; the token smear
+
+def first_attention(cfg: Config) -> int:
+    """The first layer with attention (1 with --drop_first_attn): the layer whose values are v₁."""
+    return 1 if cfg.drop_first_attn else 0
+
+
+def paired_head_layers(cfg: Config) -> set[int]:
+    """The layers of --paired_heads ('0,2,5,9' → {0, 2, 5, 9})."""
+    return {int(i) for i in cfg.paired_heads.replace(" ", "").split(",") if i}
+
+
+def pair_heads(x):
+    """--paired_heads (record #58): (B, T, H, D) → (B, 2T, H/2, D), position 2t + p holding head 2j + p at t."""
+    B, T, H, D = x.shape
+    return x.reshape(B, T, H // 2, 2, D).transpose(1, 2).reshape(B, H // 2, 2 * T, D).transpose(1, 2)
+
+
+def unpair_heads(y):
+    """The inverse of `pair_heads`: (B, 2T, H/2, D) → (B, T, H, D)."""
+    B, T2, H2, D = y.shape
+    return y.transpose(1, 2).reshape(B, H2, T2 // 2, 2, D).transpose(1, 2).reshape(B, T2 // 2, 2 * H2, D)
+
+
+def offset_keys(k):
+    """--key_offset (record #49): k[t] of the dims [D/4, D/2) and [3D/4, D) becomes k[t−1] (k[0] keeps its own);
+    k: (B, T, H, D)."""
+    D = k.size(-1)
+    shifted = torch.cat((k[:, :1], k[:, :-1]), dim=1)
+    stationary = (torch.arange(D, device=k.device) % (D // 2)) >= D // 4
+    return torch.where(stationary, shifted, k)
+
+
+class AttentionGate(nn.Module):
+    """--attn_gate (record #28): head h's output times σ(W_h·x[:gate_dim]), x the attention's input, W from 0."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.gate_dim = cfg.gate_dim
+        self.attn_gate = nn.Parameter(torch.zeros(cfg.n_head, cfg.gate_dim))
+
+    def forward(self, y, x):  # y: (B, T, H, D)
+        return y * torch.sigmoid(F.linear(x[..., :self.gate_dim], self.attn_gate.to(x.dtype)))[..., None]
+
+
+class Smear(nn.Module):
+    """--smear (record #34): e_t ← e_t + λ·σ(w·e_t[:gate_dim])·e_(t−1) for t ≥ 1, λ and w learned from 0."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.gate_dim = cfg.gate_dim
+        self.smear_lambda = nn.Parameter(torch.zeros(()))
+        self.smear_gate = nn.Parameter(torch.zeros(1, cfg.gate_dim))
+
+    def forward(self, e):  # e: (B, T, C)
+        g = self.smear_lambda.to(e.dtype) * torch.sigmoid(F.linear(e[:, 1:, :self.gate_dim], self.smear_gate.to(e.dtype)))
+        return torch.cat((e[:, :1], e[:, 1:] + g * e[:, :-1]), dim=1)
+
+
+# the loss: multi-token and prefix-token auxiliary terms, logit caps
+
+def aux_loss_weights(cfg: Config, step: int, device) -> tuple:
+    """() when --mtp and --prefix_loss are off; else (w, p): the multi-token weights w (record #53: [1, 0.5,
+    0.25→0] over the first third of training, [1, 0.5→0] the second, [1] after) and the prefix-token weight p
+    (#88: constant over the first third, to 0 over the second)."""
+    if not (cfg.mtp or cfg.prefix_loss):
+        return ()
+    x = step / cfg.num_iterations
+    w = [1.0]
+    if cfg.mtp:
+        w = [1.0, 0.5, 0.25 * (1 - 3 * x)] if x < 1 / 3 else [1.0, 0.5 * (2 - 3 * x)] if x < 2 / 3 else [1.0]
+    p = cfg.prefix_loss * (1.0 if x < 1 / 3 else max(0.0, 2 - 3 * x))
+    return torch.tensor(w, device=device), torch.tensor(p, device=device)
+
+
+def auxiliary_loss(logits, targets, mtp_weights, prefix_targets=None, prefix_weight=None):
+    """(Σ_k w_k·Σ_t CE(logits_t, targets_(t+k)) + p·Σ_t CE(logits_t, prefix_t)) / (B·T): position t's logits
+    also predict the token k further on (positions past the sequence's end contribute nothing), and the
+    prefix token of its next token where there is one (prefix_t ≥ 0)."""
+    B, T, _ = logits.shape
+    lse = torch.logsumexp(logits, dim=-1)
+    total = torch.zeros((), device=logits.device, dtype=logits.dtype)
+    for k in range(mtp_weights.numel()):
+        picked = logits[:, :T - k].gather(-1, targets[:, k:, None]).squeeze(-1)
+        total = total + mtp_weights[k] * (lse[:, :T - k] - picked).sum()
+    if prefix_targets is not None:
+        valid = prefix_targets >= 0
+        picked = logits.gather(-1, prefix_targets.clamp_min(0)[..., None]).squeeze(-1)
+        total = total + prefix_weight * torch.where(valid, lse - picked, 0.0).sum()
+    return total / (B * T)
+
+
+def cap_logits(z, cfg: Config):
+    """--logit_softcap c with --logit_cap: tanh c·tanh(z/c) (c = 30 in record #9, 15 in #18), or sigmoid
+    c·σ((z + offset)/scale), the asymmetric rescale of #54 (c = 23, offset 5, scale 7.5); c = 0: z."""
+    c = cfg.logit_softcap
+    if c == 0:
+        return z
+    if cfg.logit_cap == "sigmoid":
+        return c * torch.sigmoid((z + cfg.logit_cap_offset) / cfg.logit_cap_scale)
+    return c * torch.tanh(z / c)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,14 +754,15 @@ GROUPS = ("hidden", "embed", "head", "scalar")
 
 
 def parameter_groups(model: GPT) -> dict[str, list[nn.Parameter]]:
-    """Split the model for the optimizers: hidden 2-D matrices, embeddings, head, and the rest."""
+    """Split the model for the optimizers: hidden 2-D matrices, embeddings (value embeddings too), head, and the
+    rest (vectors, the tricks' mixing weights and gates)."""
     groups = {name: [] for name in GROUPS}
     for name, p in model.named_parameters():  # a tied head is the embedding and is listed once
-        if name.startswith(("embed.", "pos_embed.")):
+        if name.startswith(("embed.", "pos_embed.", "value_embeds.", "bigram.table.")):
             groups["embed"].append(p)
         elif name.startswith("head."):
             groups["head"].append(p)
-        elif p.ndim >= 2:
+        elif p.ndim >= 2 and not name.endswith(TRICK_WEIGHTS):  # gates go with the scalars, as in record #56
             groups["hidden"].append(p)
         else:
             groups["scalar"].append(p)
@@ -400,12 +808,16 @@ def optimizer_table(cfg: Config) -> dict[str, dict]:
 def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
     """One optimizer per distinct name in the table, holding its groups (each with its own hyperparameters)."""
     params, by_name = parameter_groups(model), {}
-    fused_qkv = {id(block.attn.qkv.weight) for block in model.blocks}
+    fused_qkv = {id(block.attn.qkv.weight) for block in model.blocks if block.attn is not None}
     for group, row in optimizer_table(cfg).items():
         if params[group]:
             row = dict(row)
             name = row.pop("optimizer")
             row["lr"] = schedule.scale_lr(row["lr"], cfg.global_batch_tokens, cfg.lr_base_batch_tokens, cfg.lr_scaling)
+            if "momentum" in row:
+                row["initial_momentum"] = row["momentum"]
+            if cfg.cautious_wd and row.get("weight_decay"):  # the trainer decays after the step (train_step)
+                row["cautious_wd"], row["weight_decay"] = row["weight_decay"], 0.0
             parts = [params[group]]
             if group == "hidden" and cfg.split_qkv:
                 if "split_rows" not in optimizers.get(name).hyperparameters():
@@ -426,7 +838,31 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
 
 def lr_factor(cfg: Config, step: int) -> float:
     """Warmup–stable–decay multiplier of every group's learning rate (optimizers/schedule.py)."""
-    return schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape)
+    return schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape,
+                               cfg.lr_floor)
+
+
+def momentum(cfg: Config, step: int, high: float) -> float:
+    """Momentum of a group whose optimizer has one (Muon, SGD): its table value `high`, warmed up from and
+    cooled down to momentum_low (records #9, #39; optimizers/schedule.py)."""
+    return schedule.momentum_at(step, cfg.num_iterations, high, cfg.momentum_low, cfg.momentum_warmup_steps,
+                                cfg.momentum_cooldown_steps)
+
+
+def untie_step(cfg: Config) -> int:
+    """The step that unties the embedding from the head (--untie_head_frac); runs of up to that many steps stay tied."""
+    return math.ceil(cfg.untie_head_frac * cfg.num_iterations)
+
+
+@torch.no_grad()
+def untie_embedding(model: GPT, opts: list) -> None:
+    """--untie_head_frac (record #53): the embedding takes the head's weights, and its optimizer state where both
+    are in the same optimizer; from here on the two train apart."""
+    head, embed = model.head.weight, model.embed.weight
+    embed.copy_(head)
+    for opt in opts:
+        if head in opt.state and any(embed is p for g in opt.param_groups for p in g["params"]):
+            opt.state[embed] = {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[head].items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -492,12 +928,16 @@ class Trainer:
         read at once (one host sync per step) and a non-finite step leaves the weights as they were.
         """
         cfg, d = self.cfg, self.d
+        if cfg.untie_head_frac:
+            if step == untie_step(cfg):
+                untie_embedding(self.model, self.opts)
+            self.model.tied_phase = step < untie_step(cfg)
         micro_batches = list(self.loader.next_batch())
         loss_sum = torch.zeros((), device=d.device)
         for k, (x, y) in enumerate(micro_batches):
             syncing = d.world == 1 or k == len(micro_batches) - 1
             with (contextlib.nullcontext() if syncing else self.ddp.no_sync()), self.autocast():
-                loss = self.ddp(x, y)
+                loss = self.ddp(x, y, *aux_loss_weights(cfg, step, d.device))
             if step + 1 == cfg.inject_nan_step:
                 loss = loss * float("nan")
             (loss / len(micro_batches)).backward()
@@ -512,8 +952,18 @@ class Trainer:
             for opt in self.opts:
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * lr_factor(cfg, step)
+                    if "initial_momentum" in group:
+                        group["momentum"] = momentum(cfg, step, group["initial_momentum"])
+                if isinstance(opt, optimizers.Adam) and (step + 1) % cfg.adam_step_every:
+                    continue  # --adam_step_every (record #39): this optimizer's gradients keep summing
+                cautious = [g for g in opt.param_groups if g.get("cautious_wd")]
+                before = [[p.detach().clone() for p in g["params"]] for g in cautious]
                 opt.step()
-        self.model.zero_grad(set_to_none=True)
+                for group, saved in zip(cautious, before):
+                    cautious_decay_(group["params"], saved, group["lr"] * group["cautious_wd"])
+                opt.zero_grad(set_to_none=True)
+        else:
+            self.model.zero_grad(set_to_none=True)
         return flags
 
 
@@ -564,8 +1014,10 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         own = {id(p) for o in opts for g in o.param_groups if g.get("reduce_gradients") for p in g["params"]}
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
             net, [name for name, p in net.named_parameters() if id(p) in own])
+    # buffers are built alike on every rank; while the head is tied (--untie_head_frac) the embedding is unused
     ddp = net if d.world == 1 else nn.parallel.DistributedDataParallel(
-        net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False)  # the only buffers: rotary
+        net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False,
+        find_unused_parameters=cfg.untie_head_frac > 0)
     bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda)
     autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     loader = ShardLoader(train_files, cfg.global_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
@@ -593,6 +1045,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         ckpt.set_rng_states(resumed["rng"], d)
         step, train_ms = resumed["step"], resumed["train_time_ms"]
         log.summary["resumed"].append({"from": str(resume_from), "step": step})
+        model.tied_phase = cfg.untie_head_frac > 0 and step <= untie_step(cfg)
         log.print(f"# resumed from {resume_from} at step {step}")
         if branch:
             log.print(f"# {branch}")

@@ -73,3 +73,22 @@ def get_tokenizer(name: str):
     if name == "byte":
         return ByteTokenizer()
     raise ValueError(f"unknown tokenizer {name!r}; choose 'gpt2' or 'byte'")
+
+
+def longest_prefix_ids(ranks: dict[bytes, int], vocab_size: int) -> list[int]:
+    """For each token id: the id of the longest proper prefix of its bytes that is itself a token, or -1
+    (the targets of the speedrun's prefix-token auxiliary loss, record #88). Ids without bytes map to -1."""
+    table = [-1] * vocab_size
+    for token, i in ranks.items():
+        for k in range(len(token) - 1, 0, -1):
+            if token[:k] in ranks:
+                table[i] = ranks[token[:k]]
+                break
+    return table
+
+
+def prefix_table(name: str, vocab_size: int) -> list[int]:
+    """`longest_prefix_ids` of a tokenizer: GPT-2's BPE ranks; single bytes have no proper prefix (all -1)."""
+    if name == "byte":
+        return [-1] * vocab_size
+    return longest_prefix_ids(get_tokenizer(name)._mergeable_ranks, vocab_size)

@@ -1,5 +1,6 @@
 """The learning-rate schedule beside the optimizers: batch-size scaling rules, gradual warmup, cooldown
-shapes (the decks' rules). The trainer multiplies every group's lr by `wsd_factor` each step; ablation
+shapes (the decks' rules), and the momentum warmup/cooldown. The trainer multiplies every group's lr by
+`wsd_factor` and sets the momentum of every group that has one to `momentum_at` each step; ablation
 ladders use `LR_RULES` and `scale_lr`.
 """
 from __future__ import annotations
@@ -33,12 +34,26 @@ def cooldown_factor(x: float, shape: str = "linear") -> float:
     return {"linear": 1 - x, "cosine": 0.5 * (1 + math.cos(math.pi * x)), "sqrt": 1 - math.sqrt(x)}[shape]
 
 
-def wsd_factor(step: int, total: int, warmup_frac: float, cooldown_frac: float, shape: str = "linear") -> float:
+def wsd_factor(step: int, total: int, warmup_frac: float, cooldown_frac: float, shape: str = "linear",
+               floor: float = 0.0) -> float:
     """Warmup–stable–decay multiplier for 0-based `step` of `total`: warmup over warmup_frac·total
-    steps, 1, then the cooldown shape over the last cooldown_frac of training."""
+    steps, 1, then the cooldown shape over the last cooldown_frac of training, from 1 down to `floor`:
+    floor + (1 − floor)·cooldown (the speedrun's decay to 0.1 instead of 0, record #19)."""
     progress = step / total
     if warmup_frac > 0 and progress < warmup_frac:
         return warmup_factor(step + 1, warmup_frac * total)
     if cooldown_frac > 0 and progress > 1 - cooldown_frac:
-        return cooldown_factor((progress - (1 - cooldown_frac)) / cooldown_frac, shape)
+        return floor + (1 - floor) * cooldown_factor((progress - (1 - cooldown_frac)) / cooldown_frac, shape)
     return 1.0
+
+
+def momentum_at(step: int, total: int, high: float, low: float, warmup_steps: int, cooldown_steps: int) -> float:
+    """Momentum for 0-based `step` of `total`: linear from `low` to `high` over the first warmup_steps
+    (0.85 → 0.95 over 500 steps in the speedrun's record #9), `high`, then linear back to `low` over the
+    last cooldown_steps (50 in record #39)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return low + (high - low) * step / warmup_steps
+    start = total - cooldown_steps
+    if cooldown_steps > 0 and step > start:
+        return high - (high - low) * min(1.0, (step - start) / cooldown_steps)
+    return high
