@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {  # a module may import from its own layer and the layers below it
     "data": 0, "kernels": 1, "optimizers": 2, "runtime": 3, "train_gpt": 4,
-    "records": 5, "ablations": 6, "analysis": 6, "evals": 7, "bench": 7,
+    "records": 5, "analysis": 5, "ablations": 6, "evals": 7, "bench": 7,
 }
 
 
