@@ -355,7 +355,8 @@ def fmt_ci(ci) -> str:
 
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# Parity: public record {meta['record']} vs `--preset={meta['preset']}`", "",
-             f"Measured {meta['date']} on {meta['device']} (torch {meta['torch']}), one run at a time. "
+             f"Measured {meta['date']} on {meta['device']} (torch {meta['torch']}), "
+             f"{'assembled with --reuse from runs that finished earlier in the work folder (the harness does not know whether they ran one at a time)' if meta['reused'] else 'one run at a time'}. "
              f"Public log: `{meta['log']}`.", "",
              f"Shape: {meta['shape']['n_layer']} layers x {meta['shape']['model_dim']}, {meta['shape']['n_head']} heads, "
              f"seq {meta['shape']['seq_len']}, vocab {meta['shape']['vocab_size']}, {meta['shape']['batch_tokens']} tokens "
@@ -369,8 +370,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                      f"{fmt_ci(r['ours_ci95'])} | {r['diff']:+.4f} | {p} |")
     ms = meta["ms_per_step"]
     shown = {k: f"{v:.1f}" if v is not None else "n/a (12 steps or fewer)" for k, v in ms.items()}
-    lines += ["", f"ms/step (median of one step's train_time increment from step 12 on, mean over seeds; runs one "
-              f"after the other on a shared machine): public {shown['public']}, ours {shown['ours']}.", "",
+    lines += ["", f"ms/step (median of one step's train_time increment from step 12 on, mean over seeds, as each trainer "
+              f"clocks itself): public {shown['public']}, ours {shown['ours']}.", "",
               "Public script adapted (text edits, counted):", *(f"- {n}" for n in meta["edits"]), "",
               "Replaced at run time by bench/parity_shim.py: torch.compile (eager), autocast (fp32), CUDA "
               "synchronize/memory calls, Tensor/Module .cuda and pin_memory, SDPA backend switches, "
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
                       f"OMP_NUM_THREADS={child_env()['OMP_NUM_THREADS']}", "torch": torch.__version__,
             "ms_per_step": {k: mean_or_none([c["ms_per_step"] for c in v]) for k, v in (("public", public), ("ours", ours))},
-            "edits": edits, "command": shlex.join(["python", "-m", "bench.parity", *(argv if argv is not None else sys.argv[1:])])}
+            "edits": edits, "reused": args.reuse, "command": shlex.join(["python", "-m", "bench.parity", *(argv if argv is not None else sys.argv[1:])])}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "parity.json", json.dumps({**meta, "rows": rows, "public_runs": public, "ours_runs": ours},
                                                  indent=1, default=str) + "\n")
