@@ -80,6 +80,8 @@ class Config:
                                        "in #53; #51 tied throughout); the head starts at N(0, 0.02); 0: off", "recipe",
                                   FRACTION)
     zero_init_proj: bool = knob(True, "zero-initialise output projections (and the untied head)", "recipe")
+    embed_norm: bool = knob(False, "RMSNorm of the token embedding before the first block (public records #4–#8; "
+                                   "later records normalise x₀ likewise)", "recipe")
     logit_softcap: float = knob(30.0, "soft cap c of the logits (logit_cap says how); 0 turns it off", "recipe",
                                 NONNEGATIVE)
     logit_cap: str = knob("tanh", "tanh: c·tanh(z/c) (c = 30 in #9, 15 in #18) | sigmoid: c·σ((z + offset)/scale), "
@@ -243,7 +245,7 @@ PRESETS: dict[str, dict] = {
     "speedrun124m": dict(lr_hidden=0.02, lr_embed=0.3, lr_head=0.002, beta1=0.9, beta2=0.95, eps=1e-8,
                          momentum=0.95, weight_decay=0.0, logit_softcap=0.0, num_iterations=4578,
                          warmup_frac=0.0, cooldown_frac=1308 / 4578, val_every=125, val_tokens=10485760,
-                         split_qkv=True, warmup_steps=10, loss_chunk_tokens=16384),
+                         split_qkv=True, embed_norm=True, warmup_steps=10, loss_chunk_tokens=16384),
     "tiny": TINY,
     # Public record #11 (2024-11-10_UNetDoubleLr, 7.23 min on 8×H100, val loss 3.2753 at step 3000 in its log):
     # the 124M shape, its tricks, tanh logit cap 30, Muon momentum 0.85 → 0.95 over 500 steps (#9), the doubled
@@ -483,6 +485,8 @@ class GPT(nn.Module):
         x = F.embedding(idx, self.head.weight) if self.tied_phase else self.embed(idx)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
+        if self.cfg.embed_norm:  # record #8's: the blocks read x/√(mean x² + ε) of the embedding
+            x = F.rms_norm(x, (x.size(-1),))
         x = x0 = x if self.smear is None else self.smear(x)
         ves = self.value_embeds(idx) if self.value_embeds is not None else [None] * len(self.blocks)
         bigram = self.bigram(idx) if self.bigram is not None else None

@@ -125,3 +125,16 @@ def test_chunked_loss_matches_the_one_shot_loss_and_gradients():
     assert torch.allclose(one_shot, chunked, rtol=1e-6) and torch.allclose(chunked, reference, rtol=1e-6)
     for name, g in grads.items():
         assert torch.allclose(g, chunk_grads[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_embed_norm_feeds_the_blocks_a_unit_rms_embedding():
+    cfg = small(embed_norm=True, zero_init_proj=False)
+    model, seen = GPT(cfg), []
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    idx = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
+    model(idx)
+    rms = seen[0].square().mean(-1).sqrt()
+    assert torch.allclose(rms, torch.ones_like(rms), atol=1e-3)
+    plain = GPT(dataclasses.replace(cfg, embed_norm=False))
+    plain.load_state_dict(model.state_dict())
+    assert not torch.allclose(plain(idx), model(idx))
