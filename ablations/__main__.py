@@ -7,7 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import launch, profile, report, study
+from . import launch, report, study
+from . import performance_profile as profile
 from .study import REPO, StudyError
 
 

@@ -237,17 +237,21 @@ def adapt(script: str, shape: dict) -> tuple[str, list[str]]:
 # ----------------------------------------------------------------------------------------------
 # 3. Run both trainers, one after the other.
 
-def child_env() -> dict[str, str]:
+def child_env(imports: Path | None = None) -> dict[str, str]:
+    """The environment of a run: one thread; for a public script, its own folder first on the import path
+    (its sibling files), never this repo's working folder."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
-    env.pop("PYTHONPATH", None)  # the public script must not see this repo's packages (it has its own names)
+    env.pop("PYTHONPATH", None)
+    if imports is not None:
+        env["PYTHONPATH"] = str(imports)
     return env
 
 
-def run(cmd: list[str], cwd: Path, log: Path) -> None:
+def run(cmd: list[str], cwd: Path, log: Path, imports: Path | None = None) -> None:
     print("$ " + shlex.join(cmd), flush=True)
     with open(log, "w") as out:
-        code = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=child_env()).returncode
+        code = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=child_env(imports)).returncode
     if code != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise ParityError(f"{shlex.join(cmd[:3])} ... exited with {code}: {tail[0]} (full output: {log})")
@@ -283,7 +287,8 @@ def run_public(script: Path, seed: int, work: Path, shape: dict, reuse: bool = F
     for key, link in zip(("train_files", "val_files"), DATA_LINKS):
         (folder / link).unlink(missing_ok=True)
         (folder / link).symlink_to(Path(shape[key]).resolve().parent, target_is_directory=True)
-    run([sys.executable, str(SHIM), f"--seed={seed}", str(script)], folder, folder / "stdout.txt")
+    run([sys.executable, str(SHIM), f"--seed={seed}", str(script)], folder, folder / "stdout.txt",
+        imports=script.resolve().parent)
     if newest_log() is None:
         raise ParityError(f"the public script wrote no logs/*.txt in {folder}")
     return newest_log()

@@ -167,7 +167,6 @@ def main() -> None:
     np.random.seed(args.seed)
     random.seed(args.seed)
     sys.argv = [args.script]
-    sys.path[0] = os.path.dirname(os.path.abspath(args.script))
     runpy.run_path(args.script, run_name="__main__")
 
 

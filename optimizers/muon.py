@@ -324,7 +324,7 @@ class NorMuon(Muon):
 
     @classmethod
     def hyperparameters(cls, **overrides):
-        if "normuon" in overrides:
+        if not overrides.get("normuon", True):
             raise ValueError("NorMuon: normuon is always on (use Muon to choose)")
         return {**super().hyperparameters(**overrides), "normuon": True}
 

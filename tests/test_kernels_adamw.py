@@ -126,8 +126,6 @@ def test_fused_adamw(param_dtypes, master, tensor_step):
 @pytest.mark.parametrize("beta2", [0.9999, 0.99999])
 @pytest.mark.parametrize("tensor_step", [False, True])
 def test_fused_adamw_bias_corrections_in_float64(beta2, tensor_step):
-    from test_kernels_reference import assert_bias_corrections_exact
-
     def run(w, g, steps, hyper):
         m, v = torch.zeros_like(w), torch.zeros_like(w)
         for t in range(1, steps + 1):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ablations import __main__ as cli
-from ablations import profile, study
+from ablations import performance_profile as profile, study
 from tests.test_ablations import PNG_MAGIC, SMALL_TOML, fake_summary, write_study
 
 ARMS = f"""metric = {{kind = "time_to_target", target = 2.5}}
