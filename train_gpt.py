@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -28,6 +29,8 @@ import optimizers
 from data import embedded
 from data.loader import FINEWEB_DIR, ShardLoader, find_shards
 from data.shards import ShardError, read_header, read_shard
+from data.tokenizer import EOT_GPT2, ByteTokenizer
+from kernels.attention import document_ids, document_positions, masked_attention
 from optimizers import schedule
 from runtime import checkpoint as ckpt
 from runtime import config as schema
@@ -52,6 +55,12 @@ class Config:
     tokenizer: str = knob("gpt2", "tokenizer of the embedded corpus: gpt2 | byte", "data", one_of("gpt2", "byte"))
     train_files: str = knob("", "glob of training shards (overrides `dataset`)", "data")
     val_files: str = knob("", "glob of validation shards (overrides `dataset`)", "data")
+    bos_align: bool = knob(False, "each training row starts at a document's separator and packs whole documents "
+                                  "(#26); validation still reads its shards in order", "data")
+    max_doc_len: int = knob(0, "with bos_align: tokens kept of each document, separator included; 0: all (#29: 2048)",
+                            "data", NONNEGATIVE)
+    doc_len_schedule: str = knob("", "max_doc_len over training as 'fraction:tokens ...' stages (#72: 896 for the "
+                                     "first quarter, then 2048); '' keeps max_doc_len", "data")
     reuse_data: bool = knob(False, "allow a run to need more training tokens than the shards hold (the loader "
                                    "then wraps to the first shard); off: stop before training", "data")
     # model shape
@@ -73,10 +82,28 @@ class Config:
     logit_softcap: float = knob(30.0, "tanh soft-cap on the logits: cap·tanh(z/cap); 0 turns it off", "recipe",
                                 NONNEGATIVE)
     bias: bool = knob(False, "biases in linear layers (GPT-2 had them)", "shape")
+    # attention over packed documents (kernels/attention.py); documents are opened by `separator`
+    separator: int = knob(-1, "the token that opens every document: -1 is the tokenizer's end-of-text (50256 for "
+                              "gpt2 and FineWeb, 256 for byte)", "data", at_least(-1))
+    doc_mask: bool = knob(False, "attention stays inside a document: no query sees a key before its document's "
+                                 "separator (record #12)", "recipe")
+    attn_window: int = knob(0, "sliding window of the long layers in tokens: a query sees its last W keys, itself "
+                               "included; 0: no window (#12: 1024)", "recipe", NONNEGATIVE)
+    window_pattern: str = knob("", "one letter per layer, repeated over the layers: L long window, S short (half the "
+                                   "long one) (#20: LSSSLSSLSSSL); '' all long", "recipe")
+    window_schedule: str = knob("", "the long window over training as 'fraction:tokens ...' stages (#13 grew it from "
+                                    "64 to 1792; #46: '0:384 0.33:896 0.66:1408'); '' keeps attn_window", "recipe")
+    val_window: int = knob(0, "the long layers' window at validation; 0: the training window of that step "
+                              "(#35: 2560; #33 extended only the last layer's)", "eval", NONNEGATIVE)
+    rope_doc_reset: bool = knob(False, "rotary positions restart at 0 at each document's separator (off: positions "
+                                       "count from the start of the packed row)", "recipe")
     # batch
     global_batch_tokens: int = knob(8 * 64 * 1024, "tokens per optimizer step, summed over ranks", "recipe", POSITIVE)
     micro_batch_tokens: int = knob(64 * 1024, "tokens per forward/backward on one device (accumulation fills the rest)",
                                    "system", POSITIVE)
+    batch_schedule: str = knob("", "global_batch_tokens over training as 'fraction:tokens ...' stages; each a multiple "
+                                   "of world × micro_batch_tokens, the micro-batch shape never changes, lr_scaling "
+                                   "follows the batch (#46: '0:131072 0.33:262144 0.66:393216'); '' constant", "recipe")
     # the optimizer table (optimizer_table below): one optimizer, lr and own hyperparameters per parameter group
     opt_hidden: str = knob("muon", "optimizer of the hidden 2-D matrices", "optimizer", one_of(*optimizers.NAMES))
     opt_embed: str = knob("adam", "optimizer of the token (and position) embeddings", "optimizer",
@@ -193,7 +220,58 @@ def check_config(cfg: Config, world: int) -> None:
         raise ConfigError(f"val_tokens {cfg.val_tokens} is not divisible by world size {world} × micro batch {micro}")
     if cfg.warmup_frac + cfg.cooldown_frac > 1:
         raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
+    for key in ("window_schedule", "batch_schedule", "doc_len_schedule"):
+        try:
+            schedule.parse_stages(getattr(cfg, key)) if getattr(cfg, key) else None
+        except ValueError as e:
+            raise ConfigError(f"--{key}: {e}") from None
+    for batch in {v for _, v in stages(cfg.batch_schedule, cfg.global_batch_tokens)}:
+        if batch % (world * micro):
+            raise ConfigError(f"batch_schedule: {batch} tokens is not divisible by world size {world} × micro batch "
+                              f"{micro}")
+    if set(cfg.window_pattern) - set("LS"):
+        raise ConfigError(f"window_pattern {cfg.window_pattern!r}: one letter per layer, L (long) or S (short)")
+    if "S" in cfg.window_pattern and not (cfg.attn_window or cfg.window_schedule):
+        raise ConfigError("window_pattern has short (S) layers but there is no window: set attn_window or window_schedule")
+    if not 0 <= separator(cfg) < cfg.vocab_size and (cfg.doc_mask or cfg.rope_doc_reset or cfg.bos_align):
+        raise ConfigError(f"separator {separator(cfg)} is not a token id below vocab_size {cfg.vocab_size}")
+    if cfg.rope_doc_reset and not cfg.rotary:
+        raise ConfigError("rope_doc_reset needs rotary=true")
+    if (cfg.max_doc_len or cfg.doc_len_schedule) and not cfg.bos_align:
+        raise ConfigError("max_doc_len and doc_len_schedule cut documents in rows aligned to them: set bos_align=true")
     cfg.micro_batch_tokens = micro
+
+
+def separator(cfg: Config) -> int:
+    """The token that opens each document: --separator, else the end-of-text of the tokenizer (256 byte, 50256 GPT-2)."""
+    if cfg.separator >= 0:
+        return cfg.separator
+    return ByteTokenizer.eot_token if cfg.tokenizer == "byte" else EOT_GPT2
+
+
+def stages(text: str, constant: int) -> list[tuple[float, int]]:
+    """A 'fraction:value ...' schedule (optimizers/schedule.py), or the constant when it is empty."""
+    return schedule.parse_stages(text) if text else [(0.0, constant)]
+
+
+def batch_at(cfg: Config, step: int) -> int:
+    """Global batch tokens of `step` (batch_schedule, record #46)."""
+    return schedule.stage_value(stages(cfg.batch_schedule, cfg.global_batch_tokens), step, cfg.num_iterations)
+
+
+def doc_len_at(cfg: Config, step: int) -> int:
+    """Document cap of `step` with bos_align (doc_len_schedule, record #72); 0: none."""
+    return schedule.stage_value(stages(cfg.doc_len_schedule, cfg.max_doc_len), step, cfg.num_iterations)
+
+
+def layer_windows(cfg: Config, step: int, validating: bool = False) -> tuple[int, ...]:
+    """Each layer's attention window at `step`: L layers the long window (window_schedule, else attn_window;
+    val_window at validation when set), S layers half the training long window (#20); 0 means none."""
+    long = schedule.stage_value(stages(cfg.window_schedule, cfg.attn_window), step, cfg.num_iterations)
+    short = max(1, long // 2) if long else 0
+    long = cfg.val_window if validating and cfg.val_window else long
+    pattern = cfg.window_pattern or "L"
+    return tuple(long if pattern[i % len(pattern)] == "L" else short for i in range(cfg.n_layer))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,9 +298,12 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)
         self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
 
-    def forward(self, x):  # x: (B, T, H, D)
+    def forward(self, x, positions=None):  # x: (B, T, H, D); positions: (B, T) or None for 0..T-1
         T = x.size(1)
-        cos, sin = self.cos[:, :T].to(x.dtype), self.sin[:, :T].to(x.dtype)
+        if positions is None:
+            cos, sin = self.cos[:, :T].to(x.dtype), self.sin[:, :T].to(x.dtype)
+        else:
+            cos, sin = self.cos[0, positions].to(x.dtype), self.sin[0, positions].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
@@ -235,14 +316,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=cfg.bias)
         self.qk_norm = cfg.qk_norm
 
-    def forward(self, x, rotary: Rotary | None):
+    def forward(self, x, rotary: Rotary | None, docs=None, window: int = 0):
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)
         if self.qk_norm:
             q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
         if rotary is not None:
             q, k = rotary(q), rotary(k)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        # causal; with document ids and a window, within the document and the last `window` keys
+        y = masked_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), docs, window)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -264,8 +346,8 @@ class Block(nn.Module):
         self.norm1, self.attn = Norm(cfg.model_dim, cfg.rmsnorm), Attention(cfg)
         self.norm2, self.mlp = Norm(cfg.model_dim, cfg.rmsnorm), MLP(cfg)
 
-    def forward(self, x, rotary: Rotary | None):
-        x = x + self.attn(self.norm1(x), rotary)
+    def forward(self, x, rotary: Rotary | None, docs=None, window: int = 0):
+        x = x + self.attn(self.norm1(x), rotary, docs, window)
         return x + self.mlp(self.norm2(x))
 
 
@@ -278,6 +360,7 @@ class GPT(nn.Module):
         # one rotary table shared by every layer (a non-persistent buffer: DDP need not broadcast it)
         self.rotary = Rotary(cfg.model_dim // cfg.n_head, cfg.seq_len, cfg.rope_base) if cfg.rotary else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.separator, self.windows = separator(cfg), layer_windows(cfg, 0)  # the loop sets windows each step
         self.norm = Norm(cfg.model_dim, cfg.rmsnorm)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         if not cfg.untied_head:
@@ -302,8 +385,12 @@ class GPT(nn.Module):
         x = self.embed(idx)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
-        for block in self.blocks:
-            x = block(x, self.rotary)
+        docs = document_ids(idx, self.separator) if self.cfg.doc_mask else None
+        rotary = self.rotary
+        if rotary is not None and self.cfg.rope_doc_reset:
+            rotary = functools.partial(self.rotary, positions=document_positions(idx, self.separator))
+        for block, window in zip(self.blocks, self.windows):
+            x = block(x, rotary, docs, window)
         logits = self.head(self.norm(x)).float()
         if self.cfg.logit_softcap > 0:
             logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
@@ -405,9 +492,19 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
     return built
 
 
+def window_graphs(cfg: Config) -> tuple[int, int]:
+    """(training, validation) count of distinct per-layer window sets over the run: torch.compile builds one
+    graph for each (the windows are Python ints; batch and document-cap schedules keep the micro-batch shape)."""
+    val_steps = {cfg.num_iterations, *(range(0, cfg.num_iterations, cfg.val_every) if cfg.val_every else ())}
+    return (len({layer_windows(cfg, s) for s in range(cfg.num_iterations)}),
+            len({layer_windows(cfg, s, validating=True) for s in val_steps}))
+
+
 def lr_factor(cfg: Config, step: int) -> float:
-    """Warmup–stable–decay multiplier of every group's learning rate (optimizers/schedule.py)."""
-    return schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape)
+    """Warmup–stable–decay multiplier of every group's learning rate (optimizers/schedule.py), times the
+    lr_scaling rule's factor for this step's batch over global_batch_tokens (1 without a batch_schedule)."""
+    wsd = schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape)
+    return wsd * schedule.scale_lr(1.0, batch_at(cfg, step), cfg.global_batch_tokens, cfg.lr_scaling)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,7 +520,7 @@ def data_files(cfg: Config, master: bool = True) -> tuple[list[str], list[str]]:
         patterns = embedded.prepare(cfg.tokenizer)
     train, val = find_shards(cfg.dataset, cfg.train_files, cfg.val_files, patterns)
     sizes = [read_header(path) for path in train]
-    wanted, held = cfg.num_iterations * cfg.global_batch_tokens + 1, sum(sizes)
+    wanted, held = sum(batch_at(cfg, s) for s in range(cfg.num_iterations)) + 1, sum(sizes)
     if wanted > held and not cfg.reuse_data:
         more = math.ceil((wanted - held) / max(sizes))
         fetch = (f"python data/cached_fineweb10B.py {len(train) + more}" if cfg.dataset == "fineweb10B"
@@ -481,7 +578,8 @@ class Trainer:
         gradient norm skips the update.
         """
         cfg, d = self.cfg, self.d
-        micro_batches = list(self.loader.next_batch())
+        self.model.windows = layer_windows(cfg, step)
+        micro_batches = list(self.loader.next_batch(batch_at(cfg, step), doc_len_at(cfg, step)))
         loss_sum = torch.zeros((), device=d.device)
         for k, (x, y) in enumerate(micro_batches):
             syncing = d.world == 1 or k == len(micro_batches) - 1
@@ -527,12 +625,16 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     opts = build_optimizers(cfg, model)
     cuda = d.device.type == "cuda"
     compiled = cfg.compile == "true" or (cfg.compile == "auto" and cuda)
+    graphs = window_graphs(cfg)
+    if compiled:  # one graph per window set must not hit the recompile limit (eager fallback)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, sum(graphs) + 2)
     net = torch.compile(model) if compiled else model  # compiled inside DDP: DDP's own hooks stay out of the graph
     ddp = net if d.world == 1 else nn.parallel.DistributedDataParallel(
         net, device_ids=[d.local_rank] if cuda else None, broadcast_buffers=False)  # the only buffers: rotary
     bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda)
     autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    loader = ShardLoader(train_files, cfg.global_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
+    loader = ShardLoader(train_files, batch_at(cfg, 0), cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device,
+                         bos=separator(cfg) if cfg.bos_align else None, max_doc_len=doc_len_at(cfg, 0))
     val_loader = ShardLoader(val_files, d.world * cfg.micro_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
     val_steps = cfg.val_tokens // (d.world * cfg.micro_batch_tokens)
     trainer = Trainer(cfg, d, model, ddp, opts, loader, autocast)
@@ -556,6 +658,9 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     wiring = ", ".join(f"{type(o).__name__}({'+'.join(g['name'] for g in o.param_groups)})" for o in opts)
     log.print(f"run {run_id}: {n_params:,} parameters, {d.world} × {d.device.type}, "
               f"{loader.accum} accumulation step(s) of {cfg.micro_batch_tokens} tokens, optimizers: {wiring}")
+    log.print(f"attention: windows {layer_windows(cfg, 0)} at step 0, {layer_windows(cfg, cfg.num_iterations, True)} "
+              f"at the last validation; documents {'masked' if cfg.doc_mask else 'not masked'}; {graphs[0]} training "
+              f"+ {graphs[1]} validation window set(s){' (compiled graphs)' if compiled else ''}")
 
     def checkpoint() -> Path:
         state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in opts],
@@ -574,6 +679,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         if cfg.checkpoint_every and step != resumed_step and (step % cfg.checkpoint_every == 0 or last):
             checkpoint()
         if last or (cfg.val_every and step % cfg.val_every == 0):
+            model.windows = layer_windows(cfg, step, validating=True)
             val_loss = evaluate(ddp, opts, val_loader, val_steps, d, autocast)
             log.step(step, "val_loss", val_loss, train_ms)
             log.save_summary(final_val_loss=val_loss, train_time_ms=train_ms, steps=step)
@@ -608,7 +714,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
             break
 
     log.print(peak_memory(d))
-    tokens = step * cfg.global_batch_tokens
+    tokens = sum(batch_at(cfg, s) for s in range(step))
     if status == "complete":
         log.print(f"final val_loss:{val_loss:.4f} after {step} steps ({tokens:,} tokens) in {train_ms / 1000:.1f}s; "
                   f"target {cfg.target_val_loss} {'reached' if reached else 'not reached'}")

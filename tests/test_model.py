@@ -64,7 +64,7 @@ def test_each_switch_changes_the_model(switch):
 def test_switch_semantics():
     cfg = small()
     model = GPT(cfg)
-    assert model.pos_embed is None and model.blocks[0].attn.rotary is not None
+    assert model.pos_embed is None and model.rotary is not None
     assert all(p.abs().sum() == 0 for n, p in model.named_parameters() if n.endswith("proj.weight"))
     idx = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
     assert torch.allclose(model(idx[:, :-1], idx[:, 1:]), torch.tensor(math.log(cfg.vocab_size)))  # zero head
