@@ -76,10 +76,13 @@ class ShardLoader:
             layout = attempt()
             if layout is not None:
                 return layout
-            if self.shard == 0:
-                aligned = "" if self.bos is None else " in rows aligned to documents"
+            if self.shard == 0 and self.bos is None:
                 raise ShardError(f"{self.files[0]} holds {len(self.tokens)} tokens, fewer than one batch "
-                                 f"({self.global_tokens}{aligned}); lower global_batch_tokens")
+                                 f"({self.global_tokens}); lower global_batch_tokens")
+            if self.shard == 0:
+                raise ShardError(f"{self.files[0]} holds {len(self.starts)} documents, too few for one batch of "
+                                 f"{self.global_tokens // self.seq_len} rows aligned to documents (a row starts at a "
+                                 f"document and packs whole ones); lower global_batch_tokens or raise max_doc_len")
 
     def aligned_rows(self, n: int) -> list[list[tuple[int, int]]] | None:
         """(start, end) pieces of the next n document-aligned rows from self.pos; None if the shard runs out."""

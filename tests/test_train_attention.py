@@ -103,3 +103,24 @@ def test_separator_follows_the_tokenizer():
     assert train_gpt.separator(Config(tokenizer="byte")) == 256
     assert train_gpt.separator(Config(tokenizer="gpt2")) == 50256
     assert train_gpt.separator(Config(tokenizer="byte", separator=10)) == 10
+
+
+def test_a_run_with_every_switch_resumes_exactly(tmp_path):
+    """Aligned rows, document cap and batch schedules, windows, validation window: resume at step 3 of 6."""
+    from tests.trainer import SMALL, logs, losses, run
+    switches = ["--doc_mask", "--rope_doc_reset", "--attn_window=32", "--window_pattern=LS", "--val_window=64",
+                "--window_schedule=0:16 0.5:32", "--bos_align", "--max_doc_len=96", "--doc_len_schedule=0:96 0.5:80",
+                "--micro_batch_tokens=512", "--batch_schedule=0:512 0.5:1024", "--lr_scaling=sqrt",
+                "--checkpoint_every=3", f"--log_dir={tmp_path}", f"--checkpoint_dir={tmp_path / 'ckpt'}"]
+    full = run([*SMALL, *switches, "--run_id=full"])
+    assert full.returncode == 0, full.stderr
+    assert "attention: windows (16, 8) at step 0, (64, 16) at the last validation; documents masked; " \
+           "2 training + 2 validation window set(s)" in full.stdout
+    text, summary = logs(tmp_path, "full")
+    assert summary["tokens"] == 3 * 512 + 3 * 1024
+    resumed = run([*SMALL, *switches, "--run_id=again", f"--resume={tmp_path / 'ckpt' / 'full' / 'step_000003'}"])
+    assert resumed.returncode == 0, resumed.stderr
+    again, _ = logs(tmp_path, "again")
+    for kind in ("train_loss", "val_loss"):
+        after = [(s, x) for s, x in losses(again, kind) if s > 3]
+        assert after and after == [(s, x) for s, x in losses(text, kind) if s > 3]
