@@ -60,7 +60,7 @@ class Config:
     max_doc_len: int = knob(0, "with bos_align: tokens kept of each document, separator included; 0: all (#29: 2048)",
                             "data", NONNEGATIVE)
     doc_len_schedule: str = knob("", "max_doc_len over training as 'fraction:tokens ...' stages (#72: 896 for the "
-                                     "first quarter, then 2048); '' keeps max_doc_len", "data")
+                                     "first third, then 2048); '' keeps max_doc_len", "data")
     reuse_data: bool = knob(False, "allow a run to need more training tokens than the shards hold (the loader "
                                    "then wraps to the first shard); off: stop before training", "data")
     # model shape

@@ -16,9 +16,9 @@ Two paths compute the same function:
              condition is applied inside the visited blocks by the mask function, so a block that
              lies across two documents is still visited (the cost is that of the window).
              Needs CUDA to train: its backward is not implemented on CPU (forward only there).
-    "sdpa"   the reference: F.scaled_dot_product_attention with the dense boolean mask, query chunk
-             by query chunk over only the keys the window can reach (cost T·(C + W), not T²), so it
-             trains on a CPU at the tiny scale.
+    "sdpa"   the reference: F.scaled_dot_product_attention with the dense boolean mask, in chunks of
+             W queries over only the keys the window can reach (cost T·2W, not T²), so it trains on a
+             CPU at the tiny scale.
 `masked_attention` picks flex for CUDA tensors and sdpa otherwise (`backend=` or KERNELS_BACKEND:
 "auto" | "flex" | "sdpa"). With no document ids and no window both run plain causal SDPA.
 Nothing here has been run on a GPU by this repo's tests: the flex path is checked on CPU, forward only.
@@ -67,23 +67,32 @@ def allowed(docs: torch.Tensor | None, window: int, q_index: torch.Tensor, k_ind
 
 
 def sdpa_attention(q, k, v, docs: torch.Tensor | None, window: int, scale: float | None = None):
-    """The reference path: SDPA with the boolean mask of `allowed`, by query chunks of max(W, 128) rows.
+    """The reference path: SDPA with the boolean mask of `allowed`. q, k, v: (B, H, T, D); docs: (B, T) or None.
 
-    q, k, v: (B, H, T, D); docs: (B, T) document ids or None; window: W tokens, 0 for none.
+    With a window W < T the sequence is cut into chunks of W queries, each attending to its own chunk and
+    the one before (all the keys the window can reach): one SDPA call over (B·chunks) rows of W × 2W,
+    cost T·2W instead of T². Padding up to a whole chunk is a document of its own, dropped at the end.
     """
-    T = q.size(-2)
-    if docs is None and (window == 0 or window >= T):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    chunk = T if window == 0 else max(window, FLEX_BLOCK)
+    B, H, T, D = q.shape
     index = torch.arange(T, device=q.device)
-    outputs = []
-    for start in range(0, T, chunk):
-        end = min(start + chunk, T)
-        first = 0 if window == 0 else max(0, start - window + 1)
-        mask = allowed(docs, window, index[start:end], index[first:end])
-        outputs.append(F.scaled_dot_product_attention(q[..., start:end, :], k[..., first:end, :],
-                                                      v[..., first:end, :], attn_mask=mask, scale=scale))
-    return torch.cat(outputs, dim=-2)
+    if window == 0 or window >= T:
+        if docs is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed(docs, 0, index, index), scale=scale)
+    n = -(-T // window)
+    pad = n * window - T
+    q, k, v = (F.pad(x, (0, 0, 0, pad)).view(B, H, n, window, D) for x in (q, k, v))
+    k, v = (torch.cat((F.pad(x, (0, 0, 0, 0, 1, 0))[:, :, :-1], x), dim=3) for x in (k, v))  # (B, H, n, 2W, D)
+    qpos = torch.arange(n * window, device=q.device).view(n, window)
+    kpos = torch.cat((qpos - window, qpos), dim=1)
+    ok = (kpos[:, None, :] <= qpos[:, :, None]) & (qpos[:, :, None] - kpos[:, None, :] < window) & (kpos[:, None, :] >= 0)
+    ids = torch.zeros(B, T, dtype=torch.int32, device=q.device) if docs is None else docs.to(torch.int32)
+    ids = F.pad(ids, (0, pad), value=-1).view(B, n, window)
+    kids = torch.cat((F.pad(ids, (0, 0, 1, 0), value=-2)[:, :-1], ids), dim=2)
+    ok = ok[None] & (ids[:, :, :, None] == kids[:, :, None, :])  # (B, n, W, 2W)
+    y = F.scaled_dot_product_attention(*(x.transpose(1, 2).reshape(B * n, H, -1, D) for x in (q, k, v)),
+                                       attn_mask=ok.view(B * n, 1, window, 2 * window), scale=scale)
+    return y.view(B, n, H, window, D).transpose(1, 2).reshape(B, H, n * window, D)[:, :, :T]
 
 
 @lru_cache(maxsize=64)
