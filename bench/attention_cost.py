@@ -7,7 +7,8 @@ of (a) the attention op alone and (b) the whole tiny GPT (4 layers, width 128, b
 dense causal SDPA on rows of 256 tokens (the tiny preset), against kernels/attention.py's SDPA path
 on one packed row of all the tokens with documents of the embedded corpus's separator every
 `--doc_len` tokens on average, windows long/short as listed. Prints the date, the command, torch's
-thread count and a Markdown table of the median over repeats, in microseconds per token. CPU only:
+thread count and a Markdown table of the median CPU time (not wall-clock) over repeats, in
+microseconds per token. CPU only:
 the FlexAttention path needs CUDA to train and is not timed here.
 """
 from __future__ import annotations
@@ -28,12 +29,14 @@ HEADS, HEAD_DIM, SEP = 4, 32, 256
 
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
+    """Median CPU time of this process (time.process_time: all its threads) over `repeats` calls after a
+    warm-up: on a shared machine wall-clock time measures the neighbours, CPU time the work."""
+    fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times)
 
 
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
     print(f"# attention cost, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"# command: python bench/attention_cost.py {' '.join(sys.argv[1:] if argv is None else argv)}")
-    print(f"# {T} tokens per forward+backward, median of {args.repeats}; documents every ~{args.doc_len} tokens\n")
+    print(f"# {T} tokens per forward+backward, median CPU time of {args.repeats}; documents every ~{args.doc_len} tokens\n")
     rows = [
         ("dense causal, rows of 256 (tiny preset)", 256, None, 0, {}),
         ("documents + window 256, one packed row", T, docs, 256, dict(doc_mask=True, attn_window=256)),
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
          dict(doc_mask=True, attn_window=256, window_pattern="LSSL")),
         ("documents, no window, one packed row", T, docs, 0, dict(doc_mask=True)),
     ]
-    print("| path | attention op µs/token | tiny GPT µs/token | GPT vs dense 256 |")
+    print("| path | attention op CPU µs/token | tiny GPT CPU µs/token | GPT vs dense 256 |")
     print("|---|---|---|---|")
     base = None
     for name, row, row_docs, window, overrides in rows:
