@@ -222,7 +222,7 @@ def check_config(cfg: Config, world: int) -> None:
         raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
     for key in ("window_schedule", "batch_schedule", "doc_len_schedule"):
         try:
-            schedule.parse_stages(getattr(cfg, key)) if getattr(cfg, key) else None
+            stages(getattr(cfg, key), 0)
         except ValueError as e:
             raise ConfigError(f"--{key}: {e}") from None
     for batch in {v for _, v in stages(cfg.batch_schedule, cfg.global_batch_tokens)}:
