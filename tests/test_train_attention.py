@@ -6,6 +6,7 @@ import torch
 
 import train_gpt
 from runtime.config import ConfigError
+from tests.trainer import SMALL, logs, losses, run
 from train_gpt import GPT, Config
 
 SEP = 95
@@ -107,7 +108,6 @@ def test_separator_follows_the_tokenizer():
 
 def test_a_run_with_every_switch_resumes_exactly(tmp_path):
     """Aligned rows, document cap and batch schedules, windows, validation window: resume at step 3 of 6."""
-    from tests.trainer import SMALL, logs, losses, run
     switches = ["--doc_mask", "--rope_doc_reset", "--attn_window=32", "--window_pattern=LS", "--val_window=64",
                 "--window_schedule=0:16 0.5:32", "--bos_align", "--max_doc_len=96", "--doc_len_schedule=0:96 0.5:80",
                 "--micro_batch_tokens=512", "--batch_schedule=0:512 0.5:1024", "--lr_scaling=sqrt",
