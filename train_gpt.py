@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -32,6 +33,8 @@ from data.atomic import DiskFullError
 from data.loader import FINEWEB_DIR, ShardLoader, check_shards, find_shards
 from data.shards import ShardError
 from data.tokenizer import prefix_table
+from data.tokenizer import EOT_GPT2, ByteTokenizer
+from kernels.attention import document_ids, document_positions, masked_attention
 from optimizers import schedule
 from optimizers.cautious import cautious_decay_
 from runtime import checkpoint as ckpt
@@ -58,6 +61,12 @@ class Config:
     tokenizer: str = knob("gpt2", "tokenizer of the embedded corpus: gpt2 | byte", "data", one_of("gpt2", "byte"))
     train_files: str = knob("", "glob of training shards (overrides `dataset`)", "data")
     val_files: str = knob("", "glob of validation shards (overrides `dataset`)", "data")
+    bos_align: bool = knob(False, "each training row starts at a document's separator and packs whole documents "
+                                  "(#26); validation still reads its shards in order", "data")
+    max_doc_len: int = knob(0, "with bos_align: tokens kept of each document, separator included; 0: all (#29: 2048)",
+                            "data", NONNEGATIVE)
+    doc_len_schedule: str = knob("", "max_doc_len over training as 'fraction:tokens ...' stages (#72: 896 for the "
+                                     "first third, then 2048); '' keeps max_doc_len", "data")
     reuse_data: bool = knob(False, "allow a run to need more training tokens than the shards hold (the loader "
                                    "then wraps to the first shard); off: stop before training", "data")
     # model shape
@@ -141,10 +150,28 @@ class Config:
     prefix_loss: float = knob(0.0, "weight of the prefix-token auxiliary loss (#88: 0.25): CE against the longest "
                                    "proper byte prefix of the next token that is a token, over the first third, "
                                    "then decaying to 0 by two thirds; 0: off", "recipe", between(0, 10))
+    # attention over packed documents (kernels/attention.py); documents are opened by `separator`
+    separator: int = knob(-1, "the token that opens every document: -1 is the tokenizer's end-of-text (50256 for "
+                              "gpt2 and FineWeb, 256 for byte)", "data", at_least(-1))
+    doc_mask: bool = knob(False, "attention stays inside a document: no query sees a key before its document's "
+                                 "separator (record #12)", "recipe")
+    attn_window: int = knob(0, "sliding window of the long layers in tokens: a query sees its last W keys, itself "
+                               "included; 0: no window (#12: 1024)", "recipe", NONNEGATIVE)
+    window_pattern: str = knob("", "one letter per layer, repeated over the layers: L long window, S short (half the "
+                                   "long one) (#20: LSSSLSSLSSSL); '' all long", "recipe")
+    window_schedule: str = knob("", "the long window over training as 'fraction:tokens ...' stages (#13 grew it from "
+                                    "64 to 1792; #46: '0:384 0.33:896 0.66:1408'); '' keeps attn_window", "recipe")
+    val_window: int = knob(0, "the long layers' window at validation; 0: the training window of that step "
+                              "(#35: 2560; #33 extended only the last layer's)", "eval", NONNEGATIVE)
+    rope_doc_reset: bool = knob(False, "rotary positions restart at 0 at each document's separator (off: positions "
+                                       "count from the start of the packed row)", "recipe")
     # batch
     global_batch_tokens: int = knob(8 * 64 * 1024, "tokens per optimizer step, summed over ranks", "recipe", POSITIVE)
     micro_batch_tokens: int = knob(64 * 1024, "tokens per forward/backward on one device (accumulation fills the rest)",
                                    "system", POSITIVE)
+    batch_schedule: str = knob("", "global_batch_tokens over training as 'fraction:tokens ...' stages; each a multiple "
+                                   "of world × micro_batch_tokens, the micro-batch shape never changes, lr_scaling "
+                                   "follows the batch (#46: '0:131072 0.33:262144 0.66:393216'); '' constant", "recipe")
     # the optimizer table (optimizer_table below): one optimizer, lr and own hyperparameters per parameter group
     opt_hidden: str = knob("muon", "optimizer of the hidden 2-D matrices", "optimizer", one_of(*optimizers.NAMES))
     opt_embed: str = knob("adam", "optimizer of the token (and position) embeddings", "optimizer",
@@ -310,6 +337,8 @@ def check_config(cfg: Config, world: int) -> None:
     if paired and (cfg.n_head % 2 or not paired <= set(range(cfg.n_layer)) or cfg.key_offset):
         raise ConfigError(f"paired_heads {cfg.paired_heads!r} needs an even n_head ({cfg.n_head}), layers in "
                           f"[0, {cfg.n_layer}) and key_offset off")
+    if cfg.paired_heads and (cfg.doc_mask or cfg.attn_window or cfg.window_schedule):
+        raise ConfigError("paired_heads works with plain causal attention only: turn off doc_mask and the windows")
     if cfg.drop_first_attn and cfg.n_layer < 2:
         raise ConfigError("drop_first_attn needs n_layer >= 2")
     if (cfg.key_offset or cfg.rotary_half) and (cfg.model_dim // cfg.n_head) % 4:
@@ -318,7 +347,58 @@ def check_config(cfg: Config, world: int) -> None:
         raise ConfigError(f"gate_dim {cfg.gate_dim} exceeds model_dim {cfg.model_dim}")
     if cfg.warmup_frac + cfg.cooldown_frac > 1:
         raise ConfigError(f"warmup_frac {cfg.warmup_frac} + cooldown_frac {cfg.cooldown_frac} exceeds 1")
+    for key in ("window_schedule", "batch_schedule", "doc_len_schedule"):
+        try:
+            stages(getattr(cfg, key), 0)
+        except ValueError as e:
+            raise ConfigError(f"--{key}: {e}") from None
+    for batch in {v for _, v in stages(cfg.batch_schedule, cfg.global_batch_tokens)}:
+        if batch % (world * micro):
+            raise ConfigError(f"batch_schedule: {batch} tokens is not divisible by world size {world} × micro batch "
+                              f"{micro}")
+    if set(cfg.window_pattern) - set("LS"):
+        raise ConfigError(f"window_pattern {cfg.window_pattern!r}: one letter per layer, L (long) or S (short)")
+    if "S" in cfg.window_pattern and not (cfg.attn_window or cfg.window_schedule):
+        raise ConfigError("window_pattern has short (S) layers but there is no window: set attn_window or window_schedule")
+    if not 0 <= separator(cfg) < cfg.vocab_size and (cfg.doc_mask or cfg.rope_doc_reset or cfg.bos_align):
+        raise ConfigError(f"separator {separator(cfg)} is not a token id below vocab_size {cfg.vocab_size}")
+    if cfg.rope_doc_reset and not cfg.rotary:
+        raise ConfigError("rope_doc_reset needs rotary=true")
+    if (cfg.max_doc_len or cfg.doc_len_schedule) and not cfg.bos_align:
+        raise ConfigError("max_doc_len and doc_len_schedule cut documents in rows aligned to them: set bos_align=true")
     cfg.micro_batch_tokens = micro
+
+
+def separator(cfg: Config) -> int:
+    """The token that opens each document: --separator, else the end-of-text of the tokenizer (256 byte, 50256 GPT-2)."""
+    if cfg.separator >= 0:
+        return cfg.separator
+    return ByteTokenizer.eot_token if cfg.tokenizer == "byte" else EOT_GPT2
+
+
+def stages(text: str, constant: int) -> list[tuple[float, int]]:
+    """A 'fraction:value ...' schedule (optimizers/schedule.py), or the constant when it is empty."""
+    return schedule.parse_stages(text) if text else [(0.0, constant)]
+
+
+def batch_at(cfg: Config, step: int) -> int:
+    """Global batch tokens of `step` (batch_schedule, record #46)."""
+    return schedule.stage_value(stages(cfg.batch_schedule, cfg.global_batch_tokens), step, cfg.num_iterations)
+
+
+def doc_len_at(cfg: Config, step: int) -> int:
+    """Document cap of `step` with bos_align (doc_len_schedule, record #72); 0: none."""
+    return schedule.stage_value(stages(cfg.doc_len_schedule, cfg.max_doc_len), step, cfg.num_iterations)
+
+
+def layer_windows(cfg: Config, step: int, validating: bool = False) -> tuple[int, ...]:
+    """Each layer's attention window at `step`: L layers the long window (window_schedule, else attn_window;
+    val_window at validation when set), S layers half the training long window (#20); 0 means none."""
+    long = schedule.stage_value(stages(cfg.window_schedule, cfg.attn_window), step, cfg.num_iterations)
+    short = max(1, long // 2) if long else 0
+    long = cfg.val_window if validating and cfg.val_window else long
+    pattern = cfg.window_pattern or "L"
+    return tuple(long if pattern[i % len(pattern)] == "L" else short for i in range(cfg.n_layer))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,9 +430,12 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)
         self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
 
-    def forward(self, x):  # x: (B, T, H, D)
+    def forward(self, x, positions=None):  # x: (B, T, H, D); positions: (B, T) or None for 0..T-1
         T = x.size(1)
-        cos, sin = self.cos[:, :T].to(x.dtype), self.sin[:, :T].to(x.dtype)
+        if positions is None:
+            cos, sin = self.cos[:, :T].to(x.dtype), self.sin[:, :T].to(x.dtype)
+        else:
+            cos, sin = self.cos[0, positions].to(x.dtype), self.sin[0, positions].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
@@ -373,8 +456,9 @@ class Attention(nn.Module):
         self.value_embed = ValueEmbedMix(cfg) if layer in value_embed_layout(cfg) else None
         self.gate = AttentionGate(cfg) if cfg.attn_gate else None
 
-    def forward(self, x, rotary: Rotary | None, v1=None, ve=None):
-        """Attention output, and this layer's own values v (before any mixing: the first layer's is v₁)."""
+    def forward(self, x, rotary: Rotary | None, v1=None, ve=None, docs=None, window: int = 0):
+        """Attention output, and this layer's own values v (before any mixing: the first layer's is v₁); causal,
+        and with document ids and a window within the document and the last `window` keys (kernels/attention.py)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)
         own_v = v
@@ -390,8 +474,8 @@ class Attention(nn.Module):
             q, k = rotary(q), rotary(k)
         if self.key_offset:
             k = offset_keys(k)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                                           scale=self.scale).transpose(1, 2)
+        y = masked_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), docs, window,
+                             scale=self.scale).transpose(1, 2)
         if self.paired:
             y = unpair_heads(y)
         if self.gate is not None:
@@ -421,13 +505,13 @@ class Block(nn.Module):
         self.norm2, self.mlp = (None, None) if first and cfg.drop_first_mlp else (Norm(cfg.model_dim, cfg.rmsnorm),
                                                                                   MLP(cfg))
 
-    def forward(self, x, x0, rotary: Rotary | None, v1=None, ve=None):
+    def forward(self, x, x0, rotary: Rotary | None, v1=None, ve=None, docs=None, window: int = 0):
         """The block's output and its attention's own values (None without attention)."""
         if self.x0_mix is not None:
             x = self.x0_mix(x, x0)
         v = None
         if self.attn is not None:
-            y, v = self.attn(self.norm1(x), rotary, v1, ve)
+            y, v = self.attn(self.norm1(x), rotary, v1, ve, docs, window)
             x = x + y
         if self.mlp is not None:
             x = x + self.mlp(self.norm2(x))
@@ -453,6 +537,7 @@ class GPT(nn.Module):
             name = "gpt2" if cfg.dataset == "fineweb10B" else cfg.tokenizer
             self.register_buffer("prefix_ids", torch.tensor(prefix_table(name, cfg.vocab_size)), persistent=False)
         self.backout_lambda = nn.Parameter(torch.tensor(0.5)) if cfg.backout else None  # --backout (#40)
+        self.separator, self.windows = separator(cfg), layer_windows(cfg, 0)  # the loop sets windows each step
         self.norm = Norm(cfg.model_dim, cfg.rmsnorm)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         if not cfg.untied_head:
@@ -485,6 +570,10 @@ class GPT(nn.Module):
         x = F.embedding(idx, self.head.weight) if self.tied_phase else self.embed(idx)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(idx.size(1), device=idx.device))
+        docs = document_ids(idx, self.separator) if self.cfg.doc_mask else None
+        rotary = self.rotary
+        if rotary is not None and self.cfg.rope_doc_reset:
+            rotary = functools.partial(self.rotary, positions=document_positions(idx, self.separator))
         if self.cfg.embed_norm:  # record #8's: the blocks read x/√(mean x² + ε) of the embedding
             x = F.rms_norm(x, (x.size(-1),))
         x = x0 = x if self.smear is None else self.smear(x)
@@ -496,7 +585,7 @@ class GPT(nn.Module):
                 x = x + self.skips(len(skips) - 1, x0) * skips.pop()
             if bigram is not None:
                 x = x + self.bigram.bigram_lambdas[i].to(x.dtype) * bigram
-            x, v = block(x, x0, self.rotary, v1, ves[i])
+            x, v = block(x, x0, rotary, v1, ves[i], docs, self.windows[i])
             v1 = v if v1 is None else v1
             if self.skips is not None and i < self.skips.n:
                 skips.append(x)
@@ -840,10 +929,20 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
     return built
 
 
+def window_graphs(cfg: Config) -> tuple[int, int]:
+    """(training, validation) count of distinct per-layer window sets over the run: torch.compile builds one
+    graph for each (the windows are Python ints; batch and document-cap schedules keep the micro-batch shape)."""
+    val_steps = {cfg.num_iterations, *(range(0, cfg.num_iterations, cfg.val_every) if cfg.val_every else ())}
+    return (len({layer_windows(cfg, s) for s in range(cfg.num_iterations)}),
+            len({layer_windows(cfg, s, validating=True) for s in val_steps}))
+
+
 def lr_factor(cfg: Config, step: int) -> float:
-    """Warmup–stable–decay multiplier of every group's learning rate (optimizers/schedule.py)."""
-    return schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape,
-                               cfg.lr_floor)
+    """Warmup–stable–decay multiplier of every group's learning rate (optimizers/schedule.py; decaying to lr_floor),
+    times the lr_scaling rule's factor for this step's batch over global_batch_tokens (1 without a batch_schedule)."""
+    wsd = schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape,
+                              cfg.lr_floor)
+    return wsd * schedule.scale_lr(1.0, batch_at(cfg, step), cfg.global_batch_tokens, cfg.lr_scaling)
 
 
 def momentum(cfg: Config, step: int, high: float) -> float:
@@ -883,7 +982,8 @@ def data_files(cfg: Config, master: bool = True, check: bool = True) -> tuple[li
         patterns = embedded.prepare(cfg.tokenizer)
     train, val = find_shards(cfg.dataset, cfg.train_files, cfg.val_files, patterns)
     if check:
-        check_shards(train, val, cfg.num_iterations * cfg.global_batch_tokens + 1, cfg.vocab_size, cfg.reuse_data,
+        tokens_needed = sum(batch_at(cfg, s) for s in range(cfg.num_iterations)) + 1
+        check_shards(train, val, tokens_needed, cfg.vocab_size, cfg.reuse_data,
                      fineweb=cfg.dataset == "fineweb10B" and not cfg.train_files)
     return train, val
 
@@ -936,7 +1036,8 @@ class Trainer:
             if step == untie_step(cfg):
                 untie_embedding(self.model, self.opts)
             self.model.tied_phase = step < untie_step(cfg)
-        micro_batches = list(self.loader.next_batch())
+        self.model.windows = layer_windows(cfg, step)
+        micro_batches = list(self.loader.next_batch(batch_at(cfg, step), doc_len_at(cfg, step)))
         loss_sum = torch.zeros((), device=d.device)
         for k, (x, y) in enumerate(micro_batches):
             syncing = d.world == 1 or k == len(micro_batches) - 1
@@ -1013,6 +1114,9 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     opts = build_optimizers(cfg, model)
     cuda = d.device.type == "cuda"
     compiled = cfg.compile == "true" or (cfg.compile == "auto" and cuda)
+    graphs = window_graphs(cfg)
+    if compiled:  # one graph per window set must not hit the recompile limit (eager fallback)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, sum(graphs) + 2)
     net = torch.compile(model) if compiled else model  # compiled inside DDP: DDP's own hooks stay out of the graph
     if d.world > 1:  # parameters whose optimizer reduce-scatters their gradients itself stay out of DDP's all-reduce
         own = {id(p) for o in opts for g in o.param_groups if g.get("reduce_gradients") for p in g["params"]}
@@ -1024,7 +1128,8 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         find_unused_parameters=cfg.untie_head_frac > 0)
     bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda)
     autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    loader = ShardLoader(train_files, cfg.global_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
+    loader = ShardLoader(train_files, batch_at(cfg, 0), cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device,
+                         bos=separator(cfg) if cfg.bos_align else None, max_doc_len=doc_len_at(cfg, 0))
     val_loader = ShardLoader(val_files, d.world * cfg.micro_batch_tokens, cfg.micro_batch_tokens, cfg.seq_len, d.rank, d.world, d.device)
     val_steps = cfg.val_tokens // (d.world * cfg.micro_batch_tokens)
     trainer = Trainer(cfg, d, model, ddp, opts, loader, autocast)
@@ -1061,6 +1166,9 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     wiring = ", ".join(f"{type(o).__name__}({'+'.join(g['name'] for g in o.param_groups)})" for o in opts)
     log.print(f"run {run_id}: {n_params:,} parameters, {d.world} × {d.device.type}, "
               f"{loader.accum} accumulation step(s) of {cfg.micro_batch_tokens} tokens, optimizers: {wiring}")
+    log.print(f"attention: windows {layer_windows(cfg, 0)} at step 0, {layer_windows(cfg, cfg.num_iterations, True)} "
+              f"at the last validation; documents {'masked' if cfg.doc_mask else 'not masked'}; {graphs[0]} training "
+              f"+ {graphs[1]} validation window set(s){' (compiled graphs)' if compiled else ''}")
 
     def checkpoint() -> Path | None:
         """Save one; None, writing nothing, when the weights are not finite (never a bad "last good" one)."""
@@ -1115,6 +1223,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
                 stop = "diverged"
                 break
             if validation_due:
+                model.windows = layer_windows(cfg, step, validating=True)
                 val_loss = evaluate(ddp, opts, val_loader, val_steps, d, autocast)
                 log.step(step, "val_loss", val_loss, train_ms)
                 log.save_summary(final_val_loss=val_loss, train_time_ms=train_ms, steps=step)
@@ -1144,7 +1253,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
         log.print(f"# stopped by {name} at step {step}; resume with --run_id={run_id} --resume=auto (checkpoint {path or 'none'})")
         status, exit_code = "preempted", signals.exit_code()
     log.print(f"{peak_memory(d)}; footprint estimate {memory.total / 2**20:,.0f} MiB")
-    tokens = step * cfg.global_batch_tokens
+    tokens = sum(batch_at(cfg, s) for s in range(step))
     if status == "complete":
         log.print(f"final val_loss:{val_loss:.4f} after {step} steps ({tokens:,} tokens) in {train_ms / 1000:.1f}s; "
                   f"target {cfg.target_val_loss} {'reached' if reached else 'not reached'}")

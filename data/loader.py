@@ -2,6 +2,13 @@
 
 Batch b is cut into world·accum chunks of `micro_tokens`; rank r at accumulation step k reads chunk
 r·accum + k, so any (world, accum) with the same product sees the same data per step.
+
+With `bos` (a document separator token id) the rows are aligned to documents (public record #26):
+each row of `seq_len` (+1) tokens starts at a separator and concatenates whole documents, each cut
+to its first `max_doc_len` tokens (#29; 0: no cap), the last one cut where the row ends; the next
+row starts at the next document, so the cut-off tails are never read. Rows are laid out in order
+and sliced across ranks exactly as the chunks above. The order is fixed by the shards: the same
+shards give the same batches on every run, whatever the seed.
 """
 from __future__ import annotations
 
@@ -59,36 +66,92 @@ class ShardLoader:
     """Global batches of `global_tokens` (+1 for targets) read in order from the shards, looping."""
 
     def __init__(self, files: list[str], global_tokens: int, micro_tokens: int, seq_len: int,
-                 rank: int, world: int, device: torch.device):
+                 rank: int, world: int, device: torch.device, bos: int | None = None, max_doc_len: int = 0):
         self.files, self.global_tokens, self.micro_tokens, self.seq_len = files, global_tokens, micro_tokens, seq_len
         self.accum = global_tokens // (world * micro_tokens)
-        self.rank, self.device = rank, device
+        self.rank, self.world, self.device, self.bos, self.max_doc_len = rank, world, device, bos, max_doc_len
         self.reset()
 
     def reset(self):
         self.shard, self.pos = 0, 0
-        self.tokens = read_shard(self.files[0])
+        self.load(0)
+
+    def load(self, shard: int):
+        self.tokens = read_shard(self.files[shard])
+        self.starts = None if self.bos is None else np.flatnonzero(self.tokens == self.bos)
 
     def state_dict(self) -> dict:
         return {"shard": self.shard, "pos": self.pos}
 
     def load_state_dict(self, state: dict):
         self.shard, self.pos = state["shard"], state["pos"]
-        self.tokens = read_shard(self.files[self.shard])
+        self.load(self.shard)
 
-    def next_batch(self):
-        """Yield this rank's accum (inputs, targets) micro-batches of the next global batch."""
-        while self.pos + self.global_tokens + 1 > len(self.tokens):
-            self.shard = (self.shard + 1) % len(self.files)
-            self.pos, self.tokens = 0, read_shard(self.files[self.shard])
-            if self.shard == 0 and self.global_tokens + 1 > len(self.tokens):
+    def next_shard(self, attempt):
+        """Move on to the next shard (looping) until `attempt()` returns a batch's layout (not None);
+        a first shard too small for one batch is an error."""
+        while True:
+            self.shard, self.pos = (self.shard + 1) % len(self.files), 0
+            self.load(self.shard)
+            layout = attempt()
+            if layout is not None:
+                return layout
+            if self.shard == 0 and self.bos is None:
                 raise ShardError(f"{self.files[0]} holds {len(self.tokens)} tokens, fewer than one batch "
                                  f"({self.global_tokens}); lower global_batch_tokens")
-        start = self.pos
-        self.pos += self.global_tokens
-        for k in range(self.accum):
-            a = start + (self.rank * self.accum + k) * self.micro_tokens
-            chunk = torch.from_numpy(self.tokens[a:a + self.micro_tokens + 1].astype(np.int64))
+            if self.shard == 0:
+                raise ShardError(f"{self.files[0]} holds {len(self.starts)} documents, too few for one batch of "
+                                 f"{self.global_tokens // self.seq_len} rows aligned to documents (a row starts at a "
+                                 f"document and packs whole ones); lower global_batch_tokens or raise max_doc_len")
+
+    def aligned_rows(self, n: int) -> list[list[tuple[int, int]]] | None:
+        """(start, end) pieces of the next n document-aligned rows from self.pos; None if the shard runs out."""
+        doc, rows = int(np.searchsorted(self.starts, self.pos)), []
+        for _ in range(n):
+            pieces, need = [], self.seq_len + 1
+            while need:
+                if doc >= len(self.starts):
+                    return None
+                start = int(self.starts[doc])
+                end = int(self.starts[doc + 1]) if doc + 1 < len(self.starts) else len(self.tokens)
+                if self.max_doc_len:
+                    end = min(end, start + self.max_doc_len)
+                take = min(end - start, need)
+                pieces.append((start, start + take))
+                need, doc = need - take, doc + 1
+            rows.append(pieces)
+        self.pos = int(self.starts[doc]) if doc < len(self.starts) else len(self.tokens)
+        return rows
+
+    def next_batch(self, global_tokens: int | None = None, max_doc_len: int | None = None):
+        """Yield this rank's accum (inputs, targets) micro-batches of the next global batch.
+
+        global_tokens and max_doc_len, when given, replace the loader's own from this batch on (their schedules).
+        """
+        if global_tokens is not None:
+            self.global_tokens, self.accum = global_tokens, global_tokens // (self.world * self.micro_tokens)
+        if max_doc_len is not None:
+            self.max_doc_len = max_doc_len
+        if self.bos is None:
+            if self.pos + self.global_tokens + 1 > len(self.tokens):
+                self.next_shard(lambda: 0 if self.global_tokens + 1 <= len(self.tokens) else None)
+            start = self.pos
+            self.pos += self.global_tokens
+            chunks = [self.tokens[a:a + self.micro_tokens + 1] for a in
+                      (start + (self.rank * self.accum + k) * self.micro_tokens for k in range(self.accum))]
+        else:
+            rows = self.aligned_rows(self.global_tokens // self.seq_len)
+            if rows is None:
+                rows = self.next_shard(lambda: self.aligned_rows(self.global_tokens // self.seq_len))
+            per_micro = self.micro_tokens // self.seq_len
+            first = self.rank * self.accum * per_micro
+            mine = [rows[first + k * per_micro:first + (k + 1) * per_micro] for k in range(self.accum)]
+            chunks = [np.stack([np.concatenate([self.tokens[a:b] for a, b in row]) for row in micro]) for micro in mine]
+        for chunk in chunks:
+            chunk = torch.from_numpy(np.asarray(chunk, dtype=np.int64))
             if self.device.type == "cuda":
                 chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-            yield chunk[:-1].view(-1, self.seq_len), chunk[1:].view(-1, self.seq_len)
+            if self.bos is None:
+                yield chunk[:-1].view(-1, self.seq_len), chunk[1:].view(-1, self.seq_len)
+            else:
+                yield chunk[:, :-1], chunk[:, 1:]

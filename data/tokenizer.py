@@ -25,7 +25,8 @@ ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256db
 
 
 class ByteTokenizer:
-    """UTF-8 bytes as tokens 0..255, end-of-text 256: vocab 257, ~11× cheaper than GPT-2's head on a CPU."""
+    """UTF-8 bytes as tokens 0..255, end-of-text 256 (placed before every document: the separator):
+    vocab 257, ~11× cheaper than GPT-2's head on a CPU."""
     name = "byte"
     n_vocab = 257
     eot_token = 256

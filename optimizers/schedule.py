@@ -57,3 +57,27 @@ def momentum_at(step: int, total: int, high: float, low: float, warmup_steps: in
     if cooldown_steps > 0 and step > start:
         return high - (high - low) * min(1.0, (step - start) / cooldown_steps)
     return high
+
+
+def parse_stages(text: str) -> list[tuple[float, int]]:
+    """'0:128 0.33:384 0.67:640' → [(0.0, 128), (0.33, 384), (0.67, 640)]: from each fraction of training
+    on, that value (a piecewise-constant schedule, as the public records stage their window, batch-size
+    and sequence-length schedules). Fractions start at 0 and increase, all below 1; values are positive integers."""
+    stages = []
+    for item in text.split():
+        start, colon, value = item.partition(":")
+        try:
+            stages.append((float(start), int(value)))
+        except ValueError:
+            raise ValueError(f"{text!r}: write stages as 'fraction:value ...' ({item!r} is not)") from None
+        if not colon or stages[-1][1] <= 0:
+            raise ValueError(f"{text!r}: write stages as 'fraction:value ...' with positive integer values ({item!r} is not)")
+    starts = [s for s, _ in stages]
+    if not stages or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])) or starts[-1] >= 1:
+        raise ValueError(f"{text!r}: the first stage starts at 0 and each later one at a larger fraction below 1")
+    return stages
+
+
+def stage_value(stages: list[tuple[float, int]], step: int, total: int) -> int:
+    """The value of the last stage whose start fraction is at most step / total."""
+    return [v for start, v in stages if start <= step / total][-1]

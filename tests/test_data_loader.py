@@ -5,6 +5,7 @@ import torch
 
 from data.shards import write_shard
 from data.loader import ShardLoader
+from data.shards import read_shard
 
 
 @pytest.fixture
@@ -56,3 +57,78 @@ def test_state_dict_resumes_exactly(shards):
     fresh = ShardLoader(shards, 256, 64, 16, 0, 1, torch.device("cpu"))
     fresh.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(expected, (x for x, _ in fresh.next_batch())))
+
+
+BOS = 65000
+
+
+@pytest.fixture
+def documents(tmp_path):
+    """Two shards of documents of random lengths 1..40, each opened by BOS; shard 0 starts mid-document."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, n_docs in enumerate((60, 45)):
+        tokens = [int(t) for t in rng.integers(0, 1000, 3)] if i == 0 else []
+        for _ in range(n_docs):
+            tokens += [BOS] + [int(t) for t in rng.integers(0, 1000, rng.integers(0, 40))]
+        paths.append(str(write_shard(tmp_path / f"d_{i}.bin", np.array(tokens))))
+    return paths
+
+
+def reference_rows(files, seq_len, rows_per_batch, steps, max_doc_len):
+    """The aligned rows by the plain rule: per shard, split at BOS, cut each document to max_doc_len, fill
+    rows of seq_len + 1 from successive documents (dropping the rest of the one that ends a row); a batch
+    that the shard cannot finish starts again in the next shard."""
+    batches, shard, doc = [], 0, 0
+    while len(batches) < steps:
+        tokens = read_shard(files[shard]).tolist()
+        docs, current = [], None
+        for t in tokens:
+            if t == BOS:
+                current = [t]
+                docs.append(current)
+            elif current is not None:
+                current.append(t)
+        docs = [d[:max_doc_len] if max_doc_len else d for d in docs]
+        while len(batches) < steps:
+            rows, d = [], doc
+            for _ in range(rows_per_batch):
+                row = []
+                while len(row) < seq_len + 1 and d < len(docs):
+                    row += docs[d][:seq_len + 1 - len(row)]
+                    d += 1
+                rows.append(row)
+            if len(rows[-1]) < seq_len + 1:
+                shard, doc = (shard + 1) % len(files), 0
+                break
+            batches.append(rows)
+            doc = d
+    return batches
+
+
+@pytest.mark.parametrize("max_doc_len", [0, 9])
+def test_document_aligned_rows_match_the_plain_rule(documents, max_doc_len):
+    seq_len, steps = 24, 14
+    expected = reference_rows(documents, seq_len, 8, steps, max_doc_len)
+    assert {len(b) for b in expected} == {8} and all(row[0] == BOS for b in expected for row in b)
+    for world in (1, 2):  # 2 ranks × 2 micro-batches of 2 rows, or 1 rank × 4 micro-batches
+        loaders = [ShardLoader(documents, 8 * seq_len, 2 * seq_len, seq_len, r, world, torch.device("cpu"),
+                               bos=BOS, max_doc_len=max_doc_len) for r in range(world)]
+        for step in range(steps):
+            got = [torch.cat([torch.cat([x, y[:, -1:]], dim=1) for x, y in loader.next_batch()]) for loader in loaders]
+            assert torch.cat(got).tolist() == expected[step], step
+
+
+def test_document_aligned_loader_resumes_and_follows_a_batch_schedule(documents):
+    def loader():
+        return ShardLoader(documents, 64, 16, 16, 0, 1, torch.device("cpu"), bos=BOS, max_doc_len=12)
+    a = loader()
+    for _ in range(5):
+        list(a.next_batch())
+    b = loader()
+    b.load_state_dict(a.state_dict())
+    for size in (32, 128, 64):
+        xa = [x for x, _ in a.next_batch(global_tokens=size)]
+        xb = [x for x, _ in b.next_batch(global_tokens=size)]
+        assert len(xa) == size // 16 and all(torch.equal(p, q) for p, q in zip(xa, xb))
+        assert all(row[0] == BOS for x in xa for row in x.tolist())

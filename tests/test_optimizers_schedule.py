@@ -50,3 +50,16 @@ def test_trainer_scales_every_group_lr_with_the_batch():
     cfg = Config(**shape, global_batch_tokens=4096, lr_base_batch_tokens=1024, lr_scaling="sqrt")
     lrs = {g["name"]: g["lr"] for opt in train_gpt.build_optimizers(cfg, GPT(cfg)) for g in opt.param_groups}
     assert lrs["hidden"] == pytest.approx(2 * cfg.lr_hidden) and lrs["head"] == pytest.approx(2 * cfg.lr_head)
+
+
+def test_stages_parse_and_hold_piecewise_constant():
+    stages = scaling.parse_stages("0:128 0.5:256 0.75:512")
+    assert stages == [(0.0, 128), (0.5, 256), (0.75, 512)]
+    values = [scaling.stage_value(stages, step, 8) for step in range(9)]
+    assert values == [128, 128, 128, 128, 256, 256, 512, 512, 512]
+
+
+@pytest.mark.parametrize("text", ["", "0.1:5", "0:5 0:6", "0:5 1:6", "0:-1", "0:1.5", "0-5", "a:b"])
+def test_bad_stages_are_refused(text):
+    with pytest.raises(ValueError, match="stage"):
+        scaling.parse_stages(text)

@@ -254,7 +254,7 @@ def test_train_step_sets_the_scheduled_momentum_of_the_muon_group_only():
     cfg = small(opt_hidden="muon", momentum_warmup_steps=10, num_iterations=20)
 
     class Loader:
-        def next_batch(self):
+        def next_batch(self, global_tokens=None, max_doc_len=None):
             idx = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len + 1))
             yield idx[:, :-1], idx[:, 1:]
 
@@ -311,7 +311,7 @@ def one_step(cfg: Config, seed=0):
     batch = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len + 1), generator=torch.Generator().manual_seed(1))
 
     class Loader:
-        def next_batch(self):
+        def next_batch(self, global_tokens=None, max_doc_len=None):
             yield batch[:, :-1], batch[:, 1:]
 
     opts = build_optimizers(cfg, model)
@@ -348,7 +348,7 @@ def test_adam_groups_step_every_other_step_on_summed_gradients():
     class Loader:
         step = 0
 
-        def next_batch(self):
+        def next_batch(self, global_tokens=None, max_doc_len=None):
             yield batches[self.step][:, :-1], batches[self.step][:, 1:]
             self.step += 1
 
@@ -432,7 +432,7 @@ def test_head_tied_then_untied_with_its_optimizer_state():
     batch = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len + 1))
 
     class Loader:
-        def next_batch(self):
+        def next_batch(self, global_tokens=None, max_doc_len=None):
             yield batch[:, :-1], batch[:, 1:]
 
     idx = batch[:, :-1]
