@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", type=int, default=8, help="the public record whose trainer to time")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shape, no kernel benchmarks: the tests' path")
     parser.add_argument("--kernel_timeout", type=float, default=120)
-    parser.add_argument("--trainer_timeout", type=float, default=240)
-    parser.add_argument("--public_timeout", type=float, default=150,
+    parser.add_argument("--trainer_timeout", type=float, default=210)
+    parser.add_argument("--public_timeout", type=float, default=120,
                         help="seconds the public trainer runs (it compiles, then trains until stopped)")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available() and not args.dry_run
