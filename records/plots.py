@@ -57,6 +57,18 @@ def overlay(ax, entries: list[tuple[str, dict]], value) -> None:
     ax.scatter([], [], marker="*", s=160, color="tab:red", label="this repo (GPU entries)")
 
 
+def finish(fig, ax, path: Path, history: dict, ylabel: str, title: str, legend: str) -> Path:
+    """Log y axis against the date, the public commit in the title, grid and legend; saved as a PNG."""
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("date")
+    ax.set_title(f"{title} (modded-nanogpt @ {str(history['source']['commit'])[:7]})", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc=legend, fontsize=8)
+    fig.autofmt_xdate()
+    return save_png(fig, path)
+
+
 def plot_time(history: dict, entries: list[tuple[str, dict]], path: Path) -> Path:
     rows = [r for r in history["rows"] if r.get("record_time_s") and r.get("date") and not r["retiming"]]
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -69,15 +81,8 @@ def plot_time(history: dict, entries: list[tuple[str, dict]], path: Path) -> Pat
             ax.annotate(f"#{r['number']}", (day(r["date"]), r["record_time_s"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
     overlay(ax, entries, lambda e: e["train_time_ms"]["mean"] / 1000)
-    ax.set_yscale("log")
-    ax.set_ylabel("record time (s, log scale)")
-    ax.set_xlabel("date")
-    ax.set_title(f"Main track: time to val loss ≤ {history['target_val_loss']} on 8×H100 "
-                 f"(modded-nanogpt @ {str(history['source']['commit'])[:7]})", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    fig.autofmt_xdate()
-    return save_png(fig, path)
+    return finish(fig, ax, path, history, "record time (s, log scale)",
+                  f"Main track: time to val loss ≤ {history['target_val_loss']} on 8×H100", "lower left")
 
 
 def plot_steps(history: dict, entries: list[tuple[str, dict]], path: Path) -> Path:
@@ -88,15 +93,8 @@ def plot_steps(history: dict, entries: list[tuple[str, dict]], path: Path) -> Pa
                label=f"public results ({len(rows)})")
     staircase(ax, points, color="tab:green", alpha=0.6, label="running best")
     overlay(ax, entries, lambda e: e["steps"]["mean"])
-    ax.set_yscale("log")
-    ax.set_ylabel("steps to the target (log scale)")
-    ax.set_xlabel("date")
-    ax.set_title(f"Step-count track: steps to val loss ≤ {history['target_val_loss']} "
-                 f"(modded-nanogpt @ {str(history['source']['commit'])[:7]})", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.autofmt_xdate()
-    return save_png(fig, path)
+    return finish(fig, ax, path, history, "steps to the target (log scale)",
+                  f"Step-count track: steps to val loss ≤ {history['target_val_loss']}", "upper right")
 
 
 def plot_all(root: Path, history_dir: Path = OUT, out: Path = OUT) -> list[Path]:
