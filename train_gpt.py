@@ -1277,9 +1277,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg, preset, why = parse_args(argv, torch.cuda.is_available())
         d = setup_distributed(cfg.device)
         return train(cfg, preset, why, d)
-    except (ConfigError, ShardError, DiskFullError) as e:
-        if d is None or d.master:
-            print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, ShardError, DiskFullError) as e:  # every rank says why it stops: one may stop alone
+        print(f"error: {e}" if d is None or d.master else f"error (rank {d.rank}): {e}", file=sys.stderr)
         return 2
     finally:
         shutdown()

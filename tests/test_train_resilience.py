@@ -119,7 +119,7 @@ def test_torchrun_restart_resumes_automatically(tmp_path, uninterrupted):
     assert len(workers) == 2
     os.kill(workers[1], signal.SIGKILL)
     out, err = process.communicate(timeout=180)
-    assert process.returncode == 0, err
+    assert process.returncode == 0, out + err
     assert "# resumed from" in out
     train, val, summary = trajectory(tmp_path, "r")
     assert summary["status"] == "complete" and summary["hardware"]["world_size"] == 2
