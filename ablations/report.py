@@ -34,16 +34,18 @@ class Result:
 
 
 def metric_value(metric: Metric, info: dict | None) -> tuple[float | None, str]:
-    """The run's metric from its summary: val loss at a step or time budget, or seconds to the target."""
+    """The run's metric from its summary: val loss at a step or time budget, or seconds or steps to the target."""
     if info is None:
         return None, "not run"
     status = info.get("status")
     if status not in DONE:
         return None, f"unfinished ({status})"
     history = info.get("val_history") or []
-    if metric.kind == "time_to_target":
-        hit = next((ms for _, loss, ms in history if loss <= metric.target), None)
-        return (hit / 1000, "") if hit is not None else (None, f"target not reached ({status})")
+    if metric.kind in ("time_to_target", "steps_to_target"):
+        hit = next(((step, ms) for step, loss, ms in history if loss <= metric.target), None)
+        if hit is None:
+            return None, f"target not reached ({status})"
+        return (hit[1] / 1000 if metric.kind == "time_to_target" else float(hit[0])), ""
     if status == "diverged":
         return None, "diverged"
     if metric.kind == "val_loss_at_step":
@@ -94,18 +96,23 @@ def params_text(n: float | None) -> str:
     return f"{n / scale:.3g}{unit}"
 
 
-def arm_rows(study: Study, results: list[Result]) -> list[dict]:
-    """One row per (rung, arm): n, mean, CI, ratio and p against the same rung's baseline, parameters."""
+def arm_rows(study: Study, results: list[Result], metric: Metric | None = None) -> list[dict]:
+    """One row per (rung, arm): n, mean, CI, ratio and p against the same rung's baseline, parameters; of the
+    study's metric, or of `metric` (one of its `also` metrics) read from the same runs."""
     groups: dict[tuple, list[Result]] = defaultdict(list)
     for r in results:
         groups[(r.run.rung, r.run.arm)].append(r)
+
+    def values_of(members: list[Result]) -> list[float]:
+        found = [r.value for r in members] if metric is None else [metric_value(metric, r.info)[0] for r in members]
+        return [v for v in found if v is not None]
     rows = []
     for rung in dict.fromkeys(r.run.rung for r in results):
-        base = [r.value for r in groups[(rung, study.baseline)] if r.value is not None]
+        base = values_of(groups[(rung, study.baseline)])
         base_summary = stats.summarize(base)
         for arm in study.arms:
             members = groups[(rung, arm)]
-            values = [r.value for r in members if r.value is not None]
+            values = values_of(members)
             s = stats.summarize(values)
             params = [r.info["n_params"] for r in members if r.info and "n_params" in r.info]
             rows.append({"rung": rung, "arm": arm, "summary": s, "planned": len(members),
@@ -120,8 +127,23 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+DIGITS = {"time_to_target": 2, "steps_to_target": 1}  # the loss metrics: 4
+
+
+def arm_table(study: Study, rows: list[dict], digits: int) -> list[str]:
+    ladder, cells = study.is_ladder, []
+    for row in rows:
+        s = row["summary"]
+        ci = f" ± {fmt(s.ci95, digits)}" if math.isfinite(s.ci95) else ""
+        cells.append(([row["rung"], params_text(row["params"])] if ladder else []) + [
+            f"`{row['arm']}`", study.changes(row["arm"]), f"{s.n}/{row['planned']}", fmt(s.mean, digits) + ci,
+            fmt(row["ratio"], 4), fmt(row["p"], 4)])
+    return table((["rung", "params"] if ladder else []) +
+                 ["arm", "changes", "n", "mean ± 95% CI", "ratio to baseline", "p"], cells)
+
+
 def markdown(study: Study, results: list[Result], rows: list[dict], reference: dict | None, plots: list[str]) -> str:
-    digits = 2 if study.metric.kind == "time_to_target" else 4
+    digits = DIGITS.get(study.metric.kind, 4)
     ladder = study.is_ladder
     done = sum((r.info or {}).get("status") in DONE for r in results)
     base = f"preset `{study.preset}`"
@@ -134,15 +156,10 @@ def markdown(study: Study, results: list[Result], rows: list[dict], reference: d
         f"- Runs: {done} of {len(results)} done; per arm: mean ± 95% CI (Student t), ratio = arm mean / "
         f"baseline mean, p = Welch's two-sided t-test against `{study.baseline}`"]
     lines += [f"- Rung {name}: " + ", ".join(f"{k}={v}" for k, v in config.items()) for name, config in study.rungs]
-    cells = []
-    for row in rows:
-        s = row["summary"]
-        ci = f" ± {fmt(s.ci95, digits)}" if math.isfinite(s.ci95) else ""
-        cells.append(([row["rung"], params_text(row["params"])] if ladder else []) + [
-            f"`{row['arm']}`", study.changes(row["arm"]), f"{s.n}/{row['planned']}", fmt(s.mean, digits) + ci,
-            fmt(row["ratio"], 4), fmt(row["p"], 4)])
-    lines += [""] + table((["rung", "params"] if ladder else []) +
-                          ["arm", "changes", "n", "mean ± 95% CI", "ratio to baseline", "p"], cells)
+    lines += [""] + arm_table(study, rows, digits)
+    for metric in study.also:
+        lines += ["", f"Also, from the same runs: {metric.label()} (runs that never reach it are left out of n)", ""]
+        lines += arm_table(study, arm_rows(study, results, metric), DIGITS.get(metric.kind, 4))
     if reference:
         seconds = (reference["train_time_ms"] or math.nan) / 1000
         lines += ["", f"Reference, record `{reference['name']}`: mean final val loss {fmt(reference['val_loss'], 4)}, "

@@ -22,8 +22,9 @@ from records import schema
 from runtime.config import Valid
 
 REPO = Path(__file__).resolve().parents[1]
-METRICS = {"val_loss_at_step": "step", "val_loss_at_time": "seconds", "time_to_target": "target"}
-STUDY_KEYS = ("name", "description", "base", "overrides", "arms", "baseline", "seeds", "metric", "ladder")
+METRICS = {"val_loss_at_step": "step", "val_loss_at_time": "seconds", "time_to_target": "target",
+           "steps_to_target": "target"}
+STUDY_KEYS = ("name", "description", "base", "overrides", "arms", "baseline", "seeds", "metric", "also", "ladder")
 LADDER_KEYS = ("rungs", "lr_rule", "base_batch_tokens", "warmup_steps", "cooldown_steps")
 NAME = re.compile(r"[\w.-]+")
 
@@ -52,7 +53,8 @@ def cli_value(value) -> str:
 @dataclass(frozen=True)
 class Metric:
     """What a run scores (lower is better): val loss at a step (None: the final one), val loss at a
-    train-time budget in seconds, or seconds of training until val loss ≤ target."""
+    train-time budget in seconds, or the seconds or steps of training until val loss ≤ target (the first
+    validation at or below it: its resolution is val_every)."""
 
     kind: str
     step: int | None = None
@@ -64,6 +66,8 @@ class Metric:
             return "final val loss" if self.step is None else f"val loss at step {self.step}"
         if self.kind == "val_loss_at_time":
             return f"val loss at {self.seconds:g} s of training"
+        if self.kind == "steps_to_target":
+            return f"steps to val loss ≤ {self.target:g}"
         return f"train time to val loss ≤ {self.target:g} (s)"
 
 
@@ -113,6 +117,7 @@ class Study:
     seeds: list[int]
     metric: Metric
     rungs: list[tuple[str, dict]] = field(default_factory=list)
+    also: list[Metric] = field(default_factory=list)  # reported beside the metric, from the same runs
 
     @property
     def is_ladder(self) -> bool:
@@ -136,9 +141,9 @@ class Study:
         return runs
 
     def metric_config(self) -> dict:
-        """time_to_target stops each run at the target; the loss metrics train every run to its last step
-        (stop_at_target off) unless the overrides say otherwise."""
-        if self.metric.kind == "time_to_target":
+        """time_to_target and steps_to_target stop each run at the target; the loss metrics train every run to
+        its last step (stop_at_target off) unless the overrides say otherwise."""
+        if self.metric.kind in ("time_to_target", "steps_to_target"):
             return {"target_val_loss": self.metric.target, "stop_at_target": True}
         return {} if "stop_at_target" in self.overrides else {"stop_at_target": False}
 
@@ -281,7 +286,13 @@ def load(path: str | Path) -> Study:
     for arm, changes in arms.items():
         check_config_keys(f"{where}: arm {arm!r}", changes)
     metric = parse_metric(f"{where}: metric", data.get("metric"))
-    if metric.kind == "time_to_target" and any("target_val_loss" in c for c in [overrides, *arms.values()]):
+    also = data.get("also", [])
+    if not isinstance(also, list):
+        raise StudyError(f"{where}: `also` is a list of metric tables, e.g. also = [{{kind = \"steps_to_target\", "
+                         f"target = 1.8}}]")
+    also = [parse_metric(f"{where}: also[{i}]", table) for i, table in enumerate(also)]
+    if metric.kind in ("time_to_target", "steps_to_target") and \
+            any("target_val_loss" in c for c in [overrides, *arms.values()]):
         raise StudyError(f"{where}: the metric's target sets target_val_loss for every run; "
                          f"remove it from overrides/arms")
     baseline = data.get("baseline", next(iter(arms)))
@@ -295,7 +306,7 @@ def load(path: str | Path) -> Study:
     rungs = ladder_rungs(f"{where}: ladder", ladder, {**base_config, **overrides}) if ladder is not None else []
     return Study(name=name, description=str(data.get("description", "")).strip(),
                  path=path, preset=preset, base_config=base_config, record=record, overrides=overrides,
-                 arms=arms, baseline=baseline, seeds=seeds, metric=metric, rungs=rungs)
+                 arms=arms, baseline=baseline, seeds=seeds, metric=metric, rungs=rungs, also=also)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -78,6 +78,11 @@ def parse_stages(text: str) -> list[tuple[float, int]]:
     return stages
 
 
+def stages(text: str, constant: int) -> list[tuple[float, int]]:
+    """The stages of a 'fraction:value ...' schedule, or one stage of `constant` when it is empty."""
+    return parse_stages(text) if text else [(0.0, constant)]
+
+
 def stage_value(stages: list[tuple[float, int]], step: int, total: int) -> int:
     """The value of the last stage whose start fraction is at most step / total."""
     return [v for start, v in stages if start <= step / total][-1]

@@ -121,6 +121,10 @@ qk_norm = false
      "remove it from overrides/arms"),
     ("arms = {a = {}, b = {rotary = false}}\nmetric = {kind = \"val_loss_at_step\", step = 1.5}",
      "`step` must be a non-negative integer"),
+    ("arms = {a = {}, b = {rotary = false}}\nmetric = {kind = \"val_loss_at_step\"}\nalso = {kind = \"steps_to_target\"}",
+     "`also` is a list of metric tables"),
+    ("arms = {a = {}, b = {rotary = false}}\nmetric = {kind = \"val_loss_at_step\"}\nalso = [{kind = \"steps_to_target\"}]",
+     "also[0]: metric steps_to_target needs `target`"),
     ("arms = {a = {}, b = {rotary = false}}\nmetric = {kind = \"val_loss_at_step\"}\nladder = {rungs = [{n_layer = 2}],"
      " warmup_steps = 5}", "warmup_steps needs num_iterations"),
 ])
@@ -233,8 +237,30 @@ def test_metric_values_from_a_summary():
     assert value(kind="val_loss_at_time", seconds=25) == (1.7, "")  # the last validation within 25 s
     assert value(kind="time_to_target", target=1.8) == (20.0, "")  # first val ≤ 1.8, at 20 s
     assert value(kind="time_to_target", target=1.0)[1].startswith("target not reached")
+    assert value(kind="steps_to_target", target=1.8) == (200.0, "")  # first val ≤ 1.8, at step 200
+    assert value(kind="steps_to_target", target=1.0)[1].startswith("target not reached")
     assert report.metric_value(study.Metric("val_loss_at_step"), {**info, "status": "diverged"}) == (None, "diverged")
     assert report.metric_value(study.Metric("val_loss_at_step"), None) == (None, "not run")
+
+
+def test_also_metrics_get_their_own_table_from_the_same_runs(tmp_path):
+    path = write_study(tmp_path, 'also = [{kind = "steps_to_target", target = 2.0}]\n' + TWO_ARMS)
+    s, results = study.load(path), tmp_path / "results"
+    results.mkdir()
+    runs = s.plan()
+    hits = {"baseline": [100, 200], "no_rotary": [300, None]}  # seed 1 of no_rotary never reaches 2.0
+    for run in runs:
+        hit = hits[run.arm][run.seed]
+        history = [[0, 5.0, 0.0]] + [[k, 2.0 if k == hit else 2.5, 10.0 * k] for k in (100, 200, 300)]
+        info = {"status": "complete", "final_val_loss": history[-1][1], "val_history": history}
+        (results / f"{run.run_id}.json").write_text(json.dumps(info))
+    assert s.metric_config() == {"stop_at_target": False}  # a secondary metric does not stop the runs
+    text = report.markdown(s, report.collect(s, runs, results), report.arm_rows(s, report.collect(s, runs, results)),
+                           None, [])
+    base = stats.summarize([100.0, 200.0])
+    assert "Also, from the same runs: steps to val loss ≤ 2" in text
+    assert f"| `baseline` | none | 2/2 | 150.0 ± {base.ci95:.1f} | 1.0000 | – |" in text
+    assert "| `no_rotary` | rotary=false | 1/2 | 300.0 | 2.0000 |" in text
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The repo's shape: imports run one way (data ← optimizers/kernels ← runtime ← train_gpt ← tools), no
+"""The repo's shape: imports run one way (data ← kernels ← optimizers ← runtime ← model ← train_gpt ← tools), no
 import inside a function to dodge a cycle, no sys.path edits outside tests, nothing shadows the stdlib."""
 import ast
 import sys
@@ -6,15 +6,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {  # a module may import from its own layer and the layers below it
-    "data": 0, "kernels": 1, "optimizers": 2, "runtime": 3, "train_gpt": 4,
-    "records": 5, "analysis": 5, "ablations": 6, "evals": 7, "bench": 7,
+    "data": 0, "kernels": 1, "optimizers": 2, "runtime": 3, "model": 4, "train_gpt": 5,
+    "records": 6, "analysis": 6, "ablations": 7, "evals": 8, "bench": 8,
 }
 
 
 def repo_files():
     for path in sorted(ROOT.rglob("*.py")):
         parts = path.relative_to(ROOT).parts
-        if parts[0] in LAYERS or parts[0] == "train_gpt.py":
+        if parts[0] in LAYERS or parts[0] in ("train_gpt.py", "model.py"):
             yield path, parts[0].removesuffix(".py")
 
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import train_gpt
+from model import GPT, layer_windows, separator
 from runtime.config import ConfigError
 from tests.trainer import SMALL, logs, losses, run
-from train_gpt import GPT, Config
+from train_gpt import Config
 
 SEP = 95
 
@@ -70,10 +71,10 @@ def test_window_limits_what_a_query_sees():
 
 def test_layer_windows_pattern_schedule_and_validation():
     cfg = small(attn_window=64, window_pattern="LSS", window_schedule="0:8 0.5:16", val_window=40)
-    assert train_gpt.layer_windows(cfg, 0) == (8, 4, 4, 8)
-    assert train_gpt.layer_windows(cfg, 6) == (16, 8, 8, 16)
-    assert train_gpt.layer_windows(cfg, 12, validating=True) == (40, 8, 8, 40)
-    assert train_gpt.layer_windows(small(), 3) == (0, 0, 0, 0)
+    assert layer_windows(cfg, 0) == (8, 4, 4, 8)
+    assert layer_windows(cfg, 6) == (16, 8, 8, 16)
+    assert layer_windows(cfg, 12, validating=True) == (40, 8, 8, 40)
+    assert layer_windows(small(), 3) == (0, 0, 0, 0)
     assert train_gpt.window_graphs(dataclasses.replace(cfg, val_every=3)) == (2, 2)
 
 
@@ -101,9 +102,9 @@ def test_bad_attention_settings_are_refused(overrides, message):
 
 
 def test_separator_follows_the_tokenizer():
-    assert train_gpt.separator(Config(tokenizer="byte")) == 256
-    assert train_gpt.separator(Config(tokenizer="gpt2")) == 50256
-    assert train_gpt.separator(Config(tokenizer="byte", separator=10)) == 10
+    assert separator(Config(tokenizer="byte")) == 256
+    assert separator(Config(tokenizer="gpt2")) == 50256
+    assert separator(Config(tokenizer="byte", separator=10)) == 10
 
 
 def test_a_run_with_every_switch_resumes_exactly(tmp_path):

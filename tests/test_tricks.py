@@ -1,4 +1,4 @@
-"""The public record's tricks (train_gpt.py section 2b): each switch against an independent forward pass,
+"""The public record's tricks (model.py): each switch against an independent forward pass,
 off leaves the model as it was, and the schedules against their formulas."""
 import contextlib
 import dataclasses
@@ -9,9 +9,17 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt
+from model import (
+    GPT,
+    TRICK_WEIGHTS,
+    Rotary,
+    aux_loss_weights,
+    auxiliary_loss,
+    value_embed_layout,
+)
 from optimizers import schedule
 from runtime.distributed import Dist
-from train_gpt import GPT, TRICK_WEIGHTS, Config, build_optimizers, parameter_groups
+from train_gpt import Config, build_optimizers, parameter_groups
 
 
 def small(**overrides) -> Config:
@@ -190,7 +198,7 @@ def test_off_adds_nothing_and_the_identity_inits_change_nothing():
 
 
 def test_half_truncated_rotary_table():
-    rotary = train_gpt.Rotary(16, 10, 10000.0, half_truncated=True)
+    rotary = Rotary(16, 10, 10000.0, half_truncated=True)
     expected = torch.cat([(1 / 1024) ** torch.linspace(0, 1, 4), torch.zeros(4)])
     assert torch.allclose(rotary.cos[0, 3, 0], torch.cos(3 * expected))
     x = torch.randn(1, 10, 2, 16)
@@ -213,8 +221,8 @@ def test_dropped_layers_have_no_weights():
 
 
 def test_value_embed_layout_is_a_u_net():
-    assert train_gpt.value_embed_layout(small(n_layer=12, value_embeds=3)) == {0: 0, 1: 1, 2: 2, 11: 0, 10: 1, 9: 2}
-    assert train_gpt.value_embed_layout(small(n_layer=12, value_embeds=3, value_embeds_tied=False)) == \
+    assert value_embed_layout(small(n_layer=12, value_embeds=3)) == {0: 0, 1: 1, 2: 2, 11: 0, 10: 1, 9: 2}
+    assert value_embed_layout(small(n_layer=12, value_embeds=3, value_embeds_tied=False)) == \
         {0: 0, 1: 1, 2: 2, 11: 3, 10: 4, 9: 5}
     with pytest.raises(train_gpt.ConfigError, match="value_embeds 3 needs"):
         train_gpt.check_config(small(n_layer=5, value_embeds=3, seq_len=16, global_batch_tokens=64,
@@ -271,7 +279,9 @@ def test_train_step_sets_the_scheduled_momentum_of_the_muon_group_only():
 def test_record_presets():
     tiny, tiny_record = Config(**train_gpt.PRESETS["tiny"]), Config(**train_gpt.PRESETS["tiny_record"])
     changed = {f.name for f in dataclasses.fields(Config) if getattr(tiny, f.name) != getattr(tiny_record, f.name)}
-    assert changed == {"value_residual", "x0_mix", "unet_skips", "momentum_warmup_steps"}
+    assert changed == {"value_residual", "x0_mix", "unet_skips", "momentum_warmup_steps", "num_iterations",
+                       "cooldown_frac", "val_every"}  # the same data, shape, batch and learning rates
+    assert (tiny_record.num_iterations, tiny_record.cooldown_frac, tiny_record.momentum_warmup_steps) == (250, 0.6, 40)
     record = Config(**train_gpt.PRESETS["record"])
     assert (record.n_layer, record.model_dim, record.num_iterations, record.global_batch_tokens) == \
         (12, 768, 3000, 8 * 64 * 1024)
@@ -385,19 +395,19 @@ def test_auxiliary_loss_against_per_position_cross_entropy():
                     expected += w[k] * F.cross_entropy(logits[b, t], targets[b, t + k])
             if prefix[b, t] >= 0:
                 expected += p * F.cross_entropy(logits[b, t], prefix[b, t])
-    got = train_gpt.auxiliary_loss(logits, targets, w, prefix, p)
+    got = auxiliary_loss(logits, targets, w, prefix, p)
     assert torch.allclose(got, expected / (B * T), atol=1e-5)
-    plain = train_gpt.auxiliary_loss(logits, targets, torch.tensor([1.0]))
+    plain = auxiliary_loss(logits, targets, torch.tensor([1.0]))
     assert torch.allclose(plain, F.cross_entropy(logits.flatten(0, 1), targets.flatten()), atol=1e-6)
 
 
 def test_aux_loss_schedule():
     cfg = Config(num_iterations=600, mtp=True, prefix_loss=0.25)
-    weights = {s: [round(v, 6) for v in train_gpt.aux_loss_weights(cfg, s, "cpu")[0].tolist()] for s in (0, 100, 300, 500)}
+    weights = {s: [round(v, 6) for v in aux_loss_weights(cfg, s, "cpu")[0].tolist()] for s in (0, 100, 300, 500)}
     assert weights == {0: [1, 0.5, 0.25], 100: [1, 0.5, 0.125], 300: [1, 0.25], 500: [1]}
-    prefix = [train_gpt.aux_loss_weights(cfg, s, "cpu")[1].item() for s in (0, 150, 300, 400, 500)]
+    prefix = [aux_loss_weights(cfg, s, "cpu")[1].item() for s in (0, 150, 300, 400, 500)]
     assert prefix == pytest.approx([0.25, 0.25, 0.125, 0.0, 0.0])
-    assert train_gpt.aux_loss_weights(Config(), 0, "cpu") == ()
+    assert aux_loss_weights(Config(), 0, "cpu") == ()
 
 
 def test_prefix_ids():
@@ -419,8 +429,8 @@ def test_model_trains_on_the_auxiliary_loss_and_validates_on_next_token():
     torch.manual_seed(0)
     model = GPT(cfg)
     x, y = torch.randint(0, cfg.vocab_size, (2, 2, cfg.seq_len))
-    w, p = train_gpt.aux_loss_weights(cfg, 0, "cpu")
-    assert torch.allclose(model(x, y, w, p), train_gpt.auxiliary_loss(model(x), y, w, model.prefix_ids[y], p))
+    w, p = aux_loss_weights(cfg, 0, "cpu")
+    assert torch.allclose(model(x, y, w, p), auxiliary_loss(model(x), y, w, model.prefix_ids[y], p))
     assert torch.allclose(model(x, y), F.cross_entropy(model(x).flatten(0, 1), y.flatten()))
 
 
