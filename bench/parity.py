@@ -164,7 +164,10 @@ def substitute(script: str, pattern: str, replacement: str, what: str, count: in
     return new, n
 
 
-def layout_2024(fields: dict, shape: dict) -> tuple[dict, list[tuple]]:
+BF16_MODEL = r"^model = model\.cuda\(\)\.bfloat16\(\)$"
+
+
+def layout_2024(fields: dict, shape: dict, script: str) -> tuple[dict, list[tuple]]:
     """Records #8-#13: batch in sequences of `sequence_length`, warmup/warmdown in iterations."""
     missing = [k for k in ("num_iterations", "warmup_iters", "warmdown_iters") if k not in fields]
     if missing:
@@ -182,6 +185,8 @@ def layout_2024(fields: dict, shape: dict) -> tuple[dict, list[tuple]]:
     edits = [(r"^num_vocab = \d+$", f"num_vocab = {shape['vocab_size']}", "the padded vocabulary", 1),
              (r"n_layer=\d+, n_head=\d+, n_embd=\d+",
               f"n_layer={shape['n_layer']}, n_head={shape['n_head']}, n_embd={shape['model_dim']}", "the model shape", 1)]
+    if re.search(BF16_MODEL, script, re.M):  # from record #10 (2024-11-08) on, the model is cast to bf16
+        edits.append((BF16_MODEL, "model = model.cuda()", "the bf16 cast of the whole model (fp32 on CPU, as ours)", 1))
     return values, edits
 
 
@@ -218,7 +223,7 @@ def adapt(script: str, shape: dict) -> tuple[str, list[str]]:
             raise ParityError(f"the script uses {feature}, which has no CPU reference in bench/parity.py yet")
     fields = hyperparameters(script)
     if "input_bin" in fields:
-        values, edits = layout_2024(fields, shape)
+        values, edits = layout_2024(fields, shape, script)
     elif "train_files" in fields and "seq_len" in fields:
         values, edits = layout_2025(fields, shape, script)
     else:

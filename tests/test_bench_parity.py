@@ -45,6 +45,17 @@ def test_adapt_sets_the_shape_and_keeps_the_schedule_fractions():
     assert any(n.startswith("CUDA device strings: 4 x") for n in notes)
 
 
+def test_adapt_keeps_a_bf16_model_in_fp32_on_cpu():
+    """From record #10 on, the public scripts cast the whole model to bf16; the CPU parity runs it in fp32."""
+    plain, plain_notes = parity.adapt(TRAINER, SHAPE)
+    assert not any("bf16" in n for n in plain_notes)
+    cast = TRAINER.replace("model = torch.compile(model.cuda())\n",
+                           "model = model.cuda().bfloat16()\nmodel = torch.compile(model)\n", 1)
+    script, notes = parity.adapt(cast, SHAPE)
+    assert "model = model.cuda()\nmodel = torch.compile(model)\n" in script and ".bfloat16()" not in script
+    assert any(n.startswith("the bf16 cast of the whole model") for n in notes)
+
+
 @pytest.mark.parametrize("change, message", [
     (("n_layer=12, n_head=6, n_embd=768", "n_layer=12, n_embd=768"), "the model shape: found 0 match"),
     (("    warmdown_iters : int = 300\n", ""), "no field warmdown_iters"),
