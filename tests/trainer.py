@@ -46,9 +46,11 @@ def losses(text: str, kind: str) -> list[tuple[int, float]]:
 
 
 def start(args, env=None, nproc=None):
-    """Start the trainer in the background with stdout piped line by line (for kill/signal tests)."""
+    """Start the trainer in the background with stdout piped line by line (for kill/signal tests). Under
+    torchrun, two restarts: gloo has been seen to abort a restarted worker while the group re-forms
+    (SIGABRT, no Python error; seen once in CI), and a second restart resumes the same way."""
     prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-              "--max-restarts=1", "--monitor-interval=0.2"] if nproc else [sys.executable]
+              "--max-restarts=2", "--monitor-interval=0.2"] if nproc else [sys.executable]
     return subprocess.Popen([*prefix, "train_gpt.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
