@@ -79,6 +79,26 @@ def curve(logs: list[dict]) -> dict[int, float]:
     return {step: sum(v) / len(v) for step, v in at.items()}
 
 
+def first_hit(log: dict, target: float) -> tuple[int, float | None] | None:
+    """(step, train ms) of the run's first validation at or below `target`; None if it never gets there."""
+    return next(((step, ms) for step, loss, ms in log.get("val_history") or [] if loss <= target), None)
+
+
+def to_target(side: str, logs: list[dict], target: float) -> str:
+    """One line: the steps and train time until the first validation ≤ target, mean ± 95% CI over runs."""
+    hits = [h for h in (first_hit(log, target) for log in logs) if h is not None]
+    if not hits:
+        return f"{side} to val loss ≤ {target:g}: no run gets there"
+    parts = []
+    for values, unit, digits in (([h[0] for h in hits], " steps", 0), ([h[1] / 1000 for h in hits if h[1] is not None], " s", 1)):
+        if values:
+            ci = stats.ci95(values)
+            parts.append(f"{stats.mean_std(values)['mean']:.{digits}f}{unit}" +
+                         (f" (95% CI {ci[0]:.{digits}f}–{ci[1]:.{digits}f})" if ci else ""))
+    return (f"{side} to val loss ≤ {target:g} (its first validation there): "
+            f"{' in '.join(parts)}, {len(hits)} of {len(logs)} runs")
+
+
 def compare(args) -> int:
     root = Path(args.root)
     a, b = (load_runs(spec, root, Path(args.history)) for spec in (args.a, args.b))
@@ -100,6 +120,9 @@ def compare(args) -> int:
         p = stats.welch_p(*values)
         shown = "n/a (under 2 runs a side, or no spread)" if p is None else format(p, ".3g")
         print(f"Welch t-test on {what}: p = {shown}")
+    if len(targets) == 1:
+        print(to_target("A", a, targets[0]))
+        print(to_target("B", b, targets[0]))
     ca, cb = curve(a), curve(b)
     common = sorted(set(ca) & set(cb))
     if common:

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from records import entries, stats
+from records import __main__ as records_cli
 from records.__main__ import main
 from records.entries import check, load_entries
 from records.logs import LogError, parse_log
@@ -281,6 +282,18 @@ def test_import_public_logs_and_compare(tmp_path, capsys):
     assert status == 1 and "code hash" in err
     status, _, err = cli(capsys, "import", "--root", root, *ours_runs(tmp_path / "ours"), "--description", "x")
     assert status == 1 and "runs with add" in err
+
+
+def test_compare_gives_steps_and_time_to_the_target():
+    runs = [{"val_history": [[0, 5.0, 0.0], [100, 2.0, 50000.0], [200, 1.7, 90000.0]]},
+            {"val_history": [[0, 5.0, 0.0], [100, 1.8, 40000.0], [200, 1.6, 80000.0]]},
+            {"val_history": [[0, 5.0, 0.0], [100, 2.5, 60000.0]]}]
+    assert records_cli.first_hit(runs[0], 1.8) == (200, 90000.0) and records_cli.first_hit(runs[2], 1.8) is None
+    line = records_cli.to_target("A", runs, 1.8)
+    h = 12.706205 * (50 * math.sqrt(2)) / math.sqrt(2)  # t_0.975,1 · s/√n, s of steps 200 and 100
+    assert line.startswith(f"A to val loss ≤ 1.8 (its first validation there): 150 steps (95% CI {150 - h:.0f}–{150 + h:.0f})")
+    assert "in 65.0 s (95% CI" in line and line.endswith("2 of 3 runs")
+    assert records_cli.to_target("B", runs[2:], 1.8) == "B to val loss ≤ 1.8: no run gets there"
 
 
 def test_a_log_cut_after_a_validation_below_the_target_is_not_finished(tmp_path):
