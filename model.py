@@ -181,7 +181,8 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self):
-        """GPT-2 init: N(0, 0.02), output projections scaled by 1/√(2·layers); or zero with zero_init_proj.
+        """GPT-2 init: N(0, 0.02) (the token embedding N(0, embed_init_std²)), output projections scaled by
+        1/√(2·layers); or zero with zero_init_proj.
 
         The tricks' mixing weights and gates (names ending in TRICK_WEIGHTS) keep the values their modules
         give them.
@@ -195,6 +196,8 @@ class GPT(nn.Module):
                 nn.init.zeros_(p) if self.cfg.zero_init_proj else nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
             elif (name == "head.weight" and self.cfg.zero_init_proj and not self.tied_phase) or name.startswith("bigram."):
                 nn.init.zeros_(p)
+            elif name == "embed.weight":
+                nn.init.normal_(p, std=self.cfg.embed_init_std)
             else:
                 nn.init.normal_(p, std=0.02)
 

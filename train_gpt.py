@@ -95,6 +95,8 @@ class Config:
     zero_init_proj: bool = knob(True, "zero-initialise output projections (and the untied head)", "recipe")
     embed_norm: bool = knob(False, "RMSNorm of the token embedding before the first block (public records #4–#8; "
                                    "later records normalise x₀ likewise)", "recipe")
+    embed_init_std: float = knob(0.02, "σ of the token embedding's N(0, σ²) init (1.0: nn.Embedding's default, which "
+                                       "the public records keep from #8 on)", "recipe", between(1e-4, 10.0))
     logit_softcap: float = knob(30.0, "soft cap c of the logits (logit_cap says how); 0 turns it off", "recipe",
                                 NONNEGATIVE)
     logit_cap: str = knob("tanh", "tanh: c·tanh(z/c) (c = 30 in #9, 15 in #18) | sigmoid: c·σ((z + offset)/scale), "
@@ -279,10 +281,11 @@ PRESETS: dict[str, dict] = {
                          split_qkv=True, embed_norm=True, warmup_steps=10, loss_chunk_tokens=16384),
     "tiny": TINY,
     # Public record #11 (2024-11-10_UNetDoubleLr, 7.23 min on 8×H100, val loss 3.2753 at step 3000 in its log):
-    # the 124M shape, its tricks, the embedding RMS-normalised (as since #8), tanh logit cap 30, Muon momentum
-    # 0.85 → 0.95 over 500 steps (#9), the doubled learning rates of #11 and Adam's β = (0.9, 0.95), ε = 1e-8;
-    # 3000 steps, the last 900 a linear decay to 0.
-    "record": dict(**RECORD_TRICKS, embed_norm=True, logit_softcap=30.0, momentum_warmup_steps=500, momentum_low=0.85, momentum=0.95,
+    # the 124M shape, its tricks, the embedding N(0, 1) and RMS-normalised (as since #8), tanh logit cap 30,
+    # Muon momentum 0.85 → 0.95 over 500 steps (#9), the doubled learning rates of #11 and Adam's β = (0.9, 0.95),
+    # ε = 1e-8; 3000 steps, the last 900 a linear decay to 0.
+    "record": dict(**RECORD_TRICKS, embed_norm=True, embed_init_std=1.0, logit_softcap=30.0, momentum_warmup_steps=500,
+                   momentum_low=0.85, momentum=0.95,
                    lr_hidden=0.04, lr_embed=0.6, lr_head=0.008, lr_scalar=0.04, beta1=0.9, beta2=0.95, eps=1e-8,
                    num_iterations=3000, warmup_frac=0.0, cooldown_frac=0.3, split_qkv=True, warmup_steps=10,
                    loss_chunk_tokens=16384),

@@ -138,3 +138,18 @@ def test_embed_norm_feeds_the_blocks_a_unit_rms_embedding():
     plain = GPT(dataclasses.replace(cfg, embed_norm=False))
     plain.load_state_dict(model.state_dict())
     assert not torch.allclose(plain(idx), model(idx))
+
+
+def test_embed_init_std_sets_only_the_token_embedding_init():
+    cfg = small(vocab_size=4096, model_dim=128)
+    torch.manual_seed(0)
+    plain = GPT(cfg)
+    torch.manual_seed(0)
+    wide = GPT(dataclasses.replace(cfg, embed_init_std=1.0))
+    assert plain.embed.weight.std().item() == pytest.approx(0.02, rel=0.02)
+    assert wide.embed.weight.std().item() == pytest.approx(1.0, rel=0.02)
+    assert wide.embed.weight.mean().abs().item() < 0.01
+    same = {n: p for n, p in plain.named_parameters() if n != "embed.weight"}
+    for name, p in wide.named_parameters():
+        if name != "embed.weight":
+            assert torch.equal(p, same[name]), name  # the rest: the same draws, in the same order
