@@ -38,15 +38,7 @@ from runtime import checkpoint as ckpt
 from runtime import config as schema
 from runtime import footprint, spectral
 from runtime.config import RUN_ID, ConfigError, at_least, between, knob, one_of
-from runtime.distributed import (
-    Dist,
-    barrier,
-    broadcast_object,
-    peak_memory,
-    setup_distributed,
-    shutdown,
-    synchronize,
-)
+from runtime.distributed import Dist, barrier, broadcast_object, peak_memory, setup_distributed, shutdown, synchronize
 from runtime.env import check_writable, default_run_id, repo_sources, source_hashes
 from runtime.runlog import RunLog
 from runtime.signals import StopSignals

@@ -26,6 +26,7 @@ import numpy as np
 
 from analysis.figures import plt, save_png
 from data.atomic import atomic_write
+from records.logs import first_at_or_below
 
 from .report import collect, fmt, table
 from .study import REPO, Study, StudyError
@@ -45,10 +46,10 @@ class Workload:
 
 def first_hit(info: dict | None, target: float, by: str) -> float:
     """Seconds (by="time") or steps (by="steps") at the first validation with loss ≤ target; ∞ if none."""
-    for step, loss, ms in (info or {}).get("val_history") or []:
-        if loss <= target:
-            return ms / 1000 if by == "time" else float(step)
-    return math.inf
+    hit = first_at_or_below(info, target)
+    if hit is None:
+        return math.inf
+    return hit[1] / 1000 if by == "time" else float(hit[0])
 
 
 def workloads(study: Study, results: Path, by: str) -> list[Workload]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from analysis.figures import plt, save_png
 from data.atomic import atomic_write
+from records.logs import first_at_or_below
 
 from . import stats
 from .launch import DONE, summary
@@ -42,7 +43,7 @@ def metric_value(metric: Metric, info: dict | None) -> tuple[float | None, str]:
         return None, f"unfinished ({status})"
     history = info.get("val_history") or []
     if metric.kind in ("time_to_target", "steps_to_target"):
-        hit = next(((step, ms) for step, loss, ms in history if loss <= metric.target), None)
+        hit = first_at_or_below(info, metric.target)
         if hit is None:
             return None, f"target not reached ({status})"
         return (hit[1] / 1000 if metric.kind == "time_to_target" else float(hit[0])), ""

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import public, stats
 from .entries import (PACKAGE, EntryError, build_entry, check, load_entries, load_tracks, locked, resolve_runs,
                       slugify, steps_track_problems, write_entry, write_table)
-from .logs import MODDED_TARGET, LogError, parse_log
+from .logs import MODDED_TARGET, LogError, first_at_or_below, parse_log
 
 
 def default_author() -> str:
@@ -79,14 +79,9 @@ def curve(logs: list[dict]) -> dict[int, float]:
     return {step: sum(v) / len(v) for step, v in at.items()}
 
 
-def first_hit(log: dict, target: float) -> tuple[int, float | None] | None:
-    """(step, train ms) of the run's first validation at or below `target`; None if it never gets there."""
-    return next(((step, ms) for step, loss, ms in log.get("val_history") or [] if loss <= target), None)
-
-
 def to_target(side: str, logs: list[dict], target: float) -> str:
     """One line: the steps and train time until the first validation ≤ target, mean ± 95% CI over runs."""
-    hits = [h for h in (first_hit(log, target) for log in logs) if h is not None]
+    hits = [h for h in (first_at_or_below(log, target) for log in logs) if h is not None]
     if not hits:
         return f"{side} to val loss ≤ {target:g}: no run gets there"
     parts = []

@@ -46,6 +46,11 @@ class LogError(ValueError):
     """A file that is not a readable run log; the message names the file and the problem."""
 
 
+def first_at_or_below(summary: dict | None, target: float) -> tuple[int, float | None] | None:
+    """(step, train ms) of the first validation in a summary's val_history with loss ≤ target; None if none."""
+    return next(((step, ms) for step, loss, ms in (summary or {}).get("val_history") or [] if loss <= target), None)
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

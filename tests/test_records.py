@@ -16,7 +16,7 @@ from records import entries, stats
 from records import __main__ as records_cli
 from records.__main__ import main
 from records.entries import check, load_entries
-from records.logs import LogError, parse_log
+from records.logs import LogError, first_at_or_below, parse_log
 from tests import trainer
 from tests.records_logs import FIXTURES, SAMPLES, write_modded, write_ours, write_samples
 
@@ -288,7 +288,7 @@ def test_compare_gives_steps_and_time_to_the_target():
     runs = [{"val_history": [[0, 5.0, 0.0], [100, 2.0, 50000.0], [200, 1.7, 90000.0]]},
             {"val_history": [[0, 5.0, 0.0], [100, 1.8, 40000.0], [200, 1.6, 80000.0]]},
             {"val_history": [[0, 5.0, 0.0], [100, 2.5, 60000.0]]}]
-    assert records_cli.first_hit(runs[0], 1.8) == (200, 90000.0) and records_cli.first_hit(runs[2], 1.8) is None
+    assert first_at_or_below(runs[0], 1.8) == (200, 90000.0) and first_at_or_below(runs[2], 1.8) is None
     line = records_cli.to_target("A", runs, 1.8)
     h = 12.706205 * (50 * math.sqrt(2)) / math.sqrt(2)  # t_0.975,1 · s/√n, s of steps 200 and 100
     assert line.startswith(f"A to val loss ≤ 1.8 (its first validation there): 150 steps (95% CI {150 - h:.0f}–{150 + h:.0f})")
