@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from data.tokenizer import EOT_GPT2, ByteTokenizer, prefix_table
 from kernels.attention import document_ids, document_positions, masked_attention
 from optimizers import schedule
+from runtime.config import ConfigError
 
 
 def separator(cfg) -> int:
@@ -476,3 +477,85 @@ def cap_logits(z, cfg):
     if cfg.logit_cap == "sigmoid":
         return c * torch.sigmoid((z + cfg.logit_cap_offset) / cfg.logit_cap_scale)
     return c * torch.tanh(z / c)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. What the trainer asks of the model: config checks, the optimizer groups, the untying, compiled graphs.
+
+def check_model(cfg) -> None:
+    """Reject shapes and trick combinations the model cannot build, before any data or weights are touched."""
+    if cfg.model_dim % cfg.n_head or (cfg.model_dim // cfg.n_head) % 2:
+        raise ConfigError(f"model_dim {cfg.model_dim} must split into {cfg.n_head} heads of even size")
+    if 2 * cfg.value_embeds > cfg.n_layer - first_attention(cfg):
+        raise ConfigError(f"value_embeds {cfg.value_embeds} needs 2 × {cfg.value_embeds} layers with attention (first "
+                          f"K and last K); n_layer is {cfg.n_layer}{' with the first attention dropped' * cfg.drop_first_attn}")
+    if cfg.untie_head_frac and not cfg.untied_head:
+        raise ConfigError("untie_head_frac needs untied_head (the head and the embedding are then two weights)")
+    if cfg.bigram_vocab == 1 or (cfg.bigram_signs and not cfg.bigram_vocab):
+        raise ConfigError(f"bigram_vocab must be 0 (off) or at least 2 (got {cfg.bigram_vocab}); bigram_signs needs it on")
+    try:
+        paired = paired_head_layers(cfg)
+    except ValueError:
+        raise ConfigError(f"paired_heads {cfg.paired_heads!r}: write layer numbers separated by commas") from None
+    if paired and (cfg.n_head % 2 or not paired <= set(range(cfg.n_layer)) or cfg.key_offset):
+        raise ConfigError(f"paired_heads {cfg.paired_heads!r} needs an even n_head ({cfg.n_head}), layers in "
+                          f"[0, {cfg.n_layer}) and key_offset off")
+    if cfg.paired_heads and (cfg.doc_mask or cfg.attn_window or cfg.window_schedule):
+        raise ConfigError("paired_heads works with plain causal attention only: turn off doc_mask and the windows")
+    if cfg.drop_first_attn and cfg.n_layer < 2:
+        raise ConfigError("drop_first_attn needs n_layer >= 2")
+    if (cfg.key_offset or cfg.rotary_half) and (cfg.model_dim // cfg.n_head) % 4:
+        raise ConfigError(f"rotary_half and key_offset need a head dim divisible by 4, got {cfg.model_dim // cfg.n_head}")
+    if (cfg.skip_gates or cfg.value_embed_gates or cfg.attn_gate or cfg.smear) and cfg.gate_dim > cfg.model_dim:
+        raise ConfigError(f"gate_dim {cfg.gate_dim} exceeds model_dim {cfg.model_dim}")
+    if set(cfg.window_pattern) - set("LS"):
+        raise ConfigError(f"window_pattern {cfg.window_pattern!r}: one letter per layer, L (long) or S (short)")
+    if "S" in cfg.window_pattern and not (cfg.attn_window or cfg.window_schedule):
+        raise ConfigError("window_pattern has short (S) layers but there is no window: set attn_window or window_schedule")
+    if not 0 <= separator(cfg) < cfg.vocab_size and (cfg.doc_mask or cfg.rope_doc_reset or cfg.bos_align):
+        raise ConfigError(f"separator {separator(cfg)} is not a token id below vocab_size {cfg.vocab_size}")
+    if cfg.rope_doc_reset and not cfg.rotary:
+        raise ConfigError("rope_doc_reset needs rotary=true")
+
+
+GROUPS = ("hidden", "embed", "head", "scalar")  # the optimizer table's rows
+
+
+def parameter_groups(model: GPT) -> dict[str, list[nn.Parameter]]:
+    """Split the model for the optimizers: hidden 2-D matrices, embeddings (value embeddings too), head, and the
+    rest (vectors, the tricks' mixing weights and gates)."""
+    groups = {name: [] for name in GROUPS}
+    for name, p in model.named_parameters():  # a tied head is the embedding and is listed once
+        if name.startswith(("embed.", "pos_embed.", "value_embeds.", "bigram.table.")):
+            groups["embed"].append(p)
+        elif name.startswith("head."):
+            groups["head"].append(p)
+        elif p.ndim >= 2 and not name.endswith(TRICK_WEIGHTS):  # gates go with the scalars, as in record #56
+            groups["hidden"].append(p)
+        else:
+            groups["scalar"].append(p)
+    return groups
+
+
+def untie_step(cfg) -> int:
+    """The step that unties the embedding from the head (--untie_head_frac); runs of up to that many steps stay tied."""
+    return math.ceil(cfg.untie_head_frac * cfg.num_iterations)
+
+
+@torch.no_grad()
+def untie_embedding(model: GPT, opts: list) -> None:
+    """--untie_head_frac (record #53): the embedding takes the head's weights, and its optimizer state where both
+    are in the same optimizer; from here on the two train apart."""
+    head, embed = model.head.weight, model.embed.weight
+    embed.copy_(head)
+    for opt in opts:
+        if head in opt.state and any(embed is p for g in opt.param_groups for p in g["params"]):
+            opt.state[embed] = {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[head].items()}
+
+
+def window_graphs(cfg) -> tuple[int, int]:
+    """(training, validation) count of distinct per-layer window sets over the run: torch.compile builds one
+    graph for each (the windows are Python ints; batch and document-cap schedules keep the micro-batch shape)."""
+    val_steps = {cfg.num_iterations, *(range(0, cfg.num_iterations, cfg.val_every) if cfg.val_every else ())}
+    return (len({layer_windows(cfg, s) for s in range(cfg.num_iterations)}),
+            len({layer_windows(cfg, s, validating=True) for s in val_steps}))

@@ -19,19 +19,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import embedded
 from .shards import ShardError, read_header, read_shard
 
 FINEWEB_DIR = Path(__file__).resolve().parent / "fineweb10B"
 
 
-def find_shards(dataset: str, train_pattern: str, val_pattern: str, embedded_patterns=None) -> tuple[list[str], list[str]]:
-    """Sorted train and val shard paths: explicit globs win; else the dataset's default location
-    (`embedded_patterns`, the (train, val) globs of the embedded corpus, for dataset=shakespeare)."""
+def find_shards(dataset: str, train_pattern: str, val_pattern: str, tokenizer: str = "byte", first: bool = True,
+                wait=lambda: None) -> tuple[list[str], list[str]]:
+    """Sorted train and val shard paths: explicit globs win; else the dataset's default location. For
+    dataset=shakespeare the embedded corpus, tokenized by `tokenizer`, is built on first use: by the caller
+    with `first` (rank 0) before `wait()` (a barrier) returns on every caller."""
     if not (train_pattern and val_pattern):
         if dataset == "fineweb10B":
             defaults = str(FINEWEB_DIR / "fineweb_train_*.bin"), str(FINEWEB_DIR / "fineweb_val_*.bin")
         elif dataset == "shakespeare":
-            defaults = embedded_patterns
+            if first:
+                embedded.prepare(tokenizer)
+            wait()
+            defaults = embedded.prepare(tokenizer)
         else:
             raise ShardError(f"unknown dataset {dataset!r}: use fineweb10B, shakespeare, or --train_files/--val_files")
         train_pattern, val_pattern = train_pattern or defaults[0], val_pattern or defaults[1]

@@ -8,9 +8,7 @@ optimizer is its module, its reference test and one import line below. See optim
 """
 from __future__ import annotations
 
-import difflib
-
-from .base import REGISTRY, Optimizer
+from .base import REGISTRY, Optimizer, get
 # each import below defines, and so registers, its optimizers (re-exported through __all__)
 from .sgd import SGD  # noqa: F401
 from .adagrad import Adagrad  # noqa: F401
@@ -26,11 +24,3 @@ NAMES: dict[str, type[Optimizer]] = REGISTRY  # registered name → class, in im
 __all__ = [cls.__name__ for cls in NAMES.values()] + ["Optimizer", "split_muon_params", "POLAR_EXPRESS", "get",
                                                       "NAMES"]
 
-
-def get(name: str) -> type[Optimizer]:
-    """The optimizer class registered under a lowercase name (ValueError with a suggestion otherwise)."""
-    if name in NAMES:
-        return NAMES[name]
-    close = difflib.get_close_matches(str(name).lower(), NAMES, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown optimizer {name!r}.{hint} Valid names: {', '.join(NAMES)}")

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from contextlib import contextmanager
@@ -128,6 +129,17 @@ def _to_state_precision(value: Any, p: torch.Tensor) -> Any:
 
 
 REGISTRY: dict[str, type[Optimizer]] = {}
+
+
+def get(name: str) -> type[Optimizer]:
+    """The optimizer class registered under a lowercase name (ValueError with a suggestion otherwise)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    close = difflib.get_close_matches(str(name).lower(), REGISTRY, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown optimizer {name!r}.{hint} Valid names: {', '.join(REGISTRY)}")
+
+
 TORCH_FLAGS = dict(maximize=BOOL, foreach=OneOf((None, False, True)), fused=OneOf((None, False, True)))
 
 

@@ -129,6 +129,27 @@ def set_rng_states(states: dict, d: Dist) -> None:
         torch.cuda.set_rng_state(states["cuda"], d.device)
 
 
+def training_state(model, opts: list, loader, d: Dist) -> dict:
+    """What a resumed (or warmed-up) run puts back: the weights, optimizer states, loader position, RNG states."""
+    return {"model": model.state_dict(), "optimizers": optimizer_states(opts), "loader": loader.state_dict(),
+            "rng": rng_states(d)}
+
+
+def restore(state: dict, model, opts: list, loader, d: Dist, keep: set[str] = frozenset()) -> list[str]:
+    """Load a `training_state` (or a checkpoint holding one) into the model, optimizers, loader and RNGs; the
+    group keys in `keep` (the config's hyperparameters) keep their current values over the saved ones. Returns
+    the optimizers that found no saved state (`load_optimizers`)."""
+    model.load_state_dict(state["model"])
+    settings = [[{k: g[k] for k in keep if k in g} for g in o.param_groups] for o in opts]
+    fresh = load_optimizers(opts, state["optimizers"])
+    for opt, groups in zip(opts, settings):
+        for group, setting in zip(opt.param_groups, groups):
+            group.update(setting)
+    loader.load_state_dict(state["loader"])
+    set_rng_states(state["rng"], d)
+    return fresh
+
+
 def auto_resume(resume: str) -> bool:
     """--resume=auto, or a job restarted by `torchrun --max-restarts` with no --resume (it resumes as with auto)."""
     return resume == "auto" or (not resume and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0)
@@ -170,6 +191,18 @@ def load_resume(path: Path, cfg, file_hashes: dict[str, str], d: Dist) -> dict:
     if differs and not cfg.force_resume:
         raise ConfigError(f"refusing to resume from {path}: {'; '.join(differs)}. Pass --force_resume to resume anyway")
     return state
+
+
+def open_resume(cfg, run_dir: Path, file_hashes: dict[str, str], model_state: dict, d: Dist):
+    """(folder, state, branch message) of the checkpoint this run resumes from (`find_resume`), after every
+    refusal (`load_resume`, `check_tensor_shapes`) and with its later checkpoints moved aside (`start_branch`);
+    (None, None, None) for a fresh start."""
+    path = find_resume(cfg.resume, run_dir)
+    if path is None:
+        return None, None, None
+    state = load_resume(path, cfg, file_hashes, d)
+    check_tensor_shapes(path, state["model"], model_state)
+    return path, state, start_branch(run_dir, state["step"], d)
 
 
 def read_state(path: Path, file: Path, d: Dist) -> dict:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 from .config import ConfigError
 
@@ -42,6 +43,23 @@ def setup_distributed(device_choice: str) -> Dist:
             options.update(store=dist.PrefixStore(f"attempt{attempt}", store), rank=rank, world_size=world)
         dist.init_process_group("nccl" if use_cuda else "gloo", **options)
     return Dist(rank, local_rank, world, device)
+
+
+def wrap_model(model: nn.Module, opts: list, d: Dist, compiled: bool, graphs: int, find_unused: bool) -> nn.Module:
+    """The model as the training step calls it: torch.compile'd (room for `graphs` graphs before the recompile
+    limit's eager fallback), then inside DDP over several ranks, so DDP's own hooks stay out of the graph.
+    Parameters whose optimizer reduce-scatters their gradients itself (group key reduce_gradients) stay out of
+    DDP's all-reduce; buffers are built alike on every rank, so none is broadcast."""
+    if compiled:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, graphs + 2)
+    net = torch.compile(model) if compiled else model
+    if d.world == 1:
+        return net
+    own = {id(p) for o in opts for g in o.param_groups if g.get("reduce_gradients") for p in g["params"]}
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        net, [name for name, p in net.named_parameters() if id(p) in own])
+    return nn.parallel.DistributedDataParallel(net, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                                               broadcast_buffers=False, find_unused_parameters=find_unused)
 
 
 def barrier() -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import train_gpt
+from optimizers.table import TableError
 from runtime.config import ROLES, ConfigError, keys_where
 from tests.trainer import ROOT, SMALL, logs, losses, run
 
@@ -97,7 +98,7 @@ def test_optimizer_table_rows():
     (["--hp_hidden=weight_decay=-1"], "Muon: weight_decay must be a number in"),
 ])
 def test_optimizer_table_refuses_what_an_optimizer_does_not_take(args, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises((ConfigError, TableError), match=message):
         cfg, _, _ = train_gpt.parse_args(["--preset=tiny", *args], cuda=False)
         train_gpt.build_optimizers(cfg, train_gpt.GPT(cfg))
 
@@ -120,7 +121,7 @@ def test_split_qkv_gives_the_fused_qkv_weights_their_own_muon_group():
     qkv = [g for g in muon.param_groups if g.get("split_rows") == 3]
     assert len(qkv) == 1 and {id(p) for p in qkv[0]["params"]} == {id(b.attn.qkv.weight) for b in model.blocks}
     assert sum(len(g["params"]) for g in muon.param_groups) == len(train_gpt.parameter_groups(model)["hidden"])
-    with pytest.raises(ConfigError, match="--split_qkv needs a hidden optimizer that takes split_rows"):
+    with pytest.raises(TableError, match="--split_qkv needs a hidden optimizer that takes split_rows"):
         train_gpt.build_optimizers(dataclasses.replace(cfg, opt_hidden="adamw"), model)
 
 
