@@ -1,9 +1,9 @@
 """train_gpt.py: train a GPT to a target validation loss as fast as possible.
 
 This file holds what a record changes: the config and its presets, the optimizer table and the training
-loop; the model and the public records' tricks are in model.py, the run machinery (log, checkpoints,
-signals, distributed setup) in runtime/. The run log embeds the source of every repo module a run
-imported, so a log reproduces its run.
+loop; the model and the public records' tricks are in model.py, the optimizers and their schedules in
+optimizers/, the run machinery (log, checkpoints, signals, distributed setup) in runtime/. The run log
+embeds the source of every repo module a run imported, so a log reproduces its run.
 
     python train_gpt.py                                    # tiny preset on the embedded corpus (CPU)
     python train_gpt.py --preset=speedrun124m              # the 124M speedrun on FineWeb shards
@@ -32,6 +32,7 @@ from data.shards import ShardError
 from model import (GPT, aux_loss_weights, check_model, layer_windows, parameter_groups, separator, untie_embedding,
                    untie_step, window_graphs)
 from optimizers import schedule, table
+from optimizers.schedule import batch_at, doc_len_at, lr_factor, momentum
 from runtime import checkpoint as ckpt, config as schema, footprint, spectral
 from runtime.config import RUN_ID, ConfigError, at_least, between, knob, one_of
 from runtime.distributed import (Dist, barrier, broadcast_object, peak_memory, setup_distributed, shutdown, synchronize,
@@ -287,17 +288,9 @@ def check_config(cfg: Config, world: int) -> None:
     cfg.micro_batch_tokens = micro
 
 
-def batch_at(cfg: Config, step: int) -> int:
-    """Global batch tokens of `step` (batch_schedule, record #46)."""
-    return schedule.stage_value(schedule.stages(cfg.batch_schedule, cfg.global_batch_tokens), step, cfg.num_iterations)
-
-
-def doc_len_at(cfg: Config, step: int) -> int:
-    """Document cap of `step` with bos_align (doc_len_schedule, record #72); 0: none."""
-    return schedule.stage_value(schedule.stages(cfg.doc_len_schedule, cfg.max_doc_len), step, cfg.num_iterations)
-
-
-# 2. The optimizer table: one row per parameter group, as the speedrun keeps one per parameter kind.
+# ----------------------------------------------------------------------------------------------
+# 2. The optimizer table: one row per parameter group, as the speedrun keeps one per parameter kind (the
+# mechanics in optimizers/table.py, the lr, momentum and batch schedules in optimizers/schedule.py).
 
 def optimizer_table(cfg: Config) -> dict[str, dict]:
     """Each group's row (optimizers/table.py): its optimizer, lr and hyperparameters. betas, eps and momentum
@@ -323,21 +316,6 @@ def build_optimizers(cfg: Config, model: GPT) -> list[torch.optim.Optimizer]:
     lr_scale = schedule.scale_lr(1.0, cfg.global_batch_tokens, cfg.lr_base_batch_tokens, cfg.lr_scaling)
     return table.build(optimizer_table(cfg), parameter_groups(model), lr_scale, cfg.cautious_wd,
                        split={"hidden": fused_qkv} if cfg.split_qkv else None)
-
-
-def lr_factor(cfg: Config, step: int) -> float:
-    """Warmup–stable–decay multiplier of every group's learning rate (optimizers/schedule.py; decaying to lr_floor),
-    times the lr_scaling rule's factor for this step's batch over global_batch_tokens (1 without a batch_schedule)."""
-    wsd = schedule.wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape,
-                              cfg.lr_floor)
-    return wsd * schedule.scale_lr(1.0, batch_at(cfg, step), cfg.global_batch_tokens, cfg.lr_scaling)
-
-
-def momentum(cfg: Config, step: int, high: float) -> float:
-    """Momentum of a group whose optimizer has one (Muon, SGD): its table value `high`, warmed up from and
-    cooled down to momentum_low (records #9, #39; optimizers/schedule.py)."""
-    return schedule.momentum_at(step, cfg.num_iterations, high, cfg.momentum_low, cfg.momentum_warmup_steps,
-                                cfg.momentum_cooldown_steps)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The learning-rate schedule beside the optimizers: batch-size scaling rules, gradual warmup, cooldown
-shapes (the decks' rules), and the momentum warmup/cooldown. The trainer multiplies every group's lr by
-`wsd_factor` and sets the momentum of every group that has one to `momentum_at` each step; ablation
-ladders use `LR_RULES` and `scale_lr`.
+shapes (the decks' rules), the momentum warmup/cooldown and the staged 'fraction:value ...' schedules.
+Each step the trainer multiplies every group's lr by `lr_factor` and sets the momentum of every group
+that has one to `momentum`; these last four functions read a trainer config (any object with its
+schedule fields); ablation ladders use `LR_RULES` and `scale_lr`.
 """
 from __future__ import annotations
 
@@ -86,3 +87,29 @@ def stages(text: str, constant: int) -> list[tuple[float, int]]:
 def stage_value(stages: list[tuple[float, int]], step: int, total: int) -> int:
     """The value of the last stage whose start fraction is at most step / total."""
     return [v for start, v in stages if start <= step / total][-1]
+
+
+# The run's schedules, read from the trainer's config (train_gpt.Config, or any object with these fields).
+
+def batch_at(cfg, step: int) -> int:
+    """Global batch tokens of `step` (batch_schedule, record #46)."""
+    return stage_value(stages(cfg.batch_schedule, cfg.global_batch_tokens), step, cfg.num_iterations)
+
+
+def doc_len_at(cfg, step: int) -> int:
+    """Document cap of `step` with bos_align (doc_len_schedule, record #72); 0: none."""
+    return stage_value(stages(cfg.doc_len_schedule, cfg.max_doc_len), step, cfg.num_iterations)
+
+
+def lr_factor(cfg, step: int) -> float:
+    """Warmup–stable–decay multiplier of every group's learning rate (decaying to lr_floor), times the lr_scaling
+    rule's factor for this step's batch over global_batch_tokens (1 without a batch_schedule)."""
+    wsd = wsd_factor(step, cfg.num_iterations, cfg.warmup_frac, cfg.cooldown_frac, cfg.cooldown_shape, cfg.lr_floor)
+    return wsd * scale_lr(1.0, batch_at(cfg, step), cfg.global_batch_tokens, cfg.lr_scaling)
+
+
+def momentum(cfg, step: int, high: float) -> float:
+    """Momentum of a group whose optimizer has one (Muon, SGD): its table value `high`, warmed up from and
+    cooled down to momentum_low (records #9, #39)."""
+    return momentum_at(step, cfg.num_iterations, high, cfg.momentum_low, cfg.momentum_warmup_steps,
+                       cfg.momentum_cooldown_steps)

@@ -41,8 +41,8 @@ def test_cooldown_shapes_go_from_one_to_zero(shape, expected):
 
 def test_trainer_schedule_uses_the_cooldown_shape():
     cfg = Config(num_iterations=100, warmup_frac=0.0, cooldown_frac=0.5, cooldown_shape="cosine")
-    assert train_gpt.lr_factor(cfg, 75) == pytest.approx((1 + math.cos(math.pi * 0.5)) / 2)
-    assert train_gpt.lr_factor(cfg, 40) == 1.0
+    assert scaling.lr_factor(cfg, 75) == pytest.approx((1 + math.cos(math.pi * 0.5)) / 2)
+    assert scaling.lr_factor(cfg, 40) == 1.0
 
 
 def test_trainer_scales_every_group_lr_with_the_batch():

@@ -6,6 +6,7 @@ import torch
 
 import train_gpt
 from model import GPT, layer_windows, separator
+from optimizers import schedule
 from runtime.config import ConfigError
 from tests.trainer import SMALL, logs, losses, run
 from train_gpt import Config
@@ -80,9 +81,9 @@ def test_layer_windows_pattern_schedule_and_validation():
 
 def test_batch_schedule_scales_lr_with_the_rule_and_counts_tokens():
     cfg = small(batch_schedule="0:96 0.5:192", lr_scaling="sqrt", warmup_frac=0, cooldown_frac=0)
-    assert [train_gpt.batch_at(cfg, s) for s in (0, 5, 6, 11)] == [96, 96, 192, 192]
-    assert train_gpt.lr_factor(cfg, 0) == 1.0 and train_gpt.lr_factor(cfg, 6) == pytest.approx(2 ** 0.5)
-    assert train_gpt.lr_factor(dataclasses.replace(cfg, lr_scaling="none"), 6) == 1.0
+    assert [schedule.batch_at(cfg, s) for s in (0, 5, 6, 11)] == [96, 96, 192, 192]
+    assert schedule.lr_factor(cfg, 0) == 1.0 and schedule.lr_factor(cfg, 6) == pytest.approx(2 ** 0.5)
+    assert schedule.lr_factor(dataclasses.replace(cfg, lr_scaling="none"), 6) == 1.0
 
 
 @pytest.mark.parametrize("overrides, message", [

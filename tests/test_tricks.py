@@ -242,19 +242,19 @@ def test_trick_weights_go_to_the_scalar_group_and_value_embeddings_to_embed():
 
 def test_lr_floor_decays_to_a_fraction():
     cfg = Config(num_iterations=100, warmup_frac=0.0, cooldown_frac=0.5, lr_floor=0.1)
-    assert train_gpt.lr_factor(cfg, 50) == 1.0
+    assert schedule.lr_factor(cfg, 50) == 1.0
     for step in (60, 75, 99):  # record #19: w·1 + (1 − w)·0.1, w = the linear cooldown's remaining fraction
         w = (100 - step) / 50
-        assert train_gpt.lr_factor(cfg, step) == pytest.approx(w + (1 - w) * 0.1)
-    assert train_gpt.lr_factor(dataclasses.replace(cfg, lr_floor=0.0), 75) == pytest.approx(0.5)
+        assert schedule.lr_factor(cfg, step) == pytest.approx(w + (1 - w) * 0.1)
+    assert schedule.lr_factor(dataclasses.replace(cfg, lr_floor=0.0), 75) == pytest.approx(0.5)
 
 
 def test_momentum_warmup_and_cooldown():
     cfg = Config(num_iterations=1000, momentum_warmup_steps=300, momentum_cooldown_steps=50)
-    m = [train_gpt.momentum(cfg, s, 0.95) for s in range(1000)]
+    m = [schedule.momentum(cfg, s, 0.95) for s in range(1000)]
     assert m[0] == pytest.approx(0.85) and m[150] == pytest.approx(0.90) and m[300:951] == [0.95] * 651
     assert m[975] == pytest.approx(0.90) and m[999] == pytest.approx(0.95 - 0.1 * 49 / 50)
-    assert [train_gpt.momentum(Config(), s, 0.95) for s in (0, 900, 1749)] == [0.95] * 3
+    assert [schedule.momentum(Config(), s, 0.95) for s in (0, 900, 1749)] == [0.95] * 3
     assert schedule.momentum_at(5, 10, 0.9, 0.5, 10, 0) == pytest.approx(0.7)
 
 
