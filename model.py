@@ -183,7 +183,9 @@ class GPT(nn.Module):
     @torch.no_grad()
     def reset_parameters(self):
         """GPT-2 init: N(0, 0.02) (the token embedding N(0, embed_init_std²)), output projections scaled by
-        1/√(2·layers); or zero with zero_init_proj.
+        1/√(2·layers); or zero with zero_init_proj. --linear_init draws the q, k, v and MLP-in matrices
+        uniformly instead: fan_in U(±1/√fan_in), nn.Linear's default, which the public records keep up to
+        #18; half U(±√3·0.5/√fan_in), std 0.5/√fan_in, from #19 on.
 
         The tricks' mixing weights and gates (names ending in TRICK_WEIGHTS) keep the values their modules
         give them.
@@ -199,6 +201,9 @@ class GPT(nn.Module):
                 nn.init.zeros_(p)
             elif name == "embed.weight":
                 nn.init.normal_(p, std=self.cfg.embed_init_std)
+            elif name.endswith(("qkv.weight", "fc.weight")) and self.cfg.linear_init != "normal":
+                bound = (1.0 if self.cfg.linear_init == "fan_in" else 0.5 * math.sqrt(3)) / math.sqrt(p.size(1))
+                nn.init.uniform_(p, -bound, bound)
             else:
                 nn.init.normal_(p, std=0.02)
 

@@ -78,6 +78,8 @@ class Config:
     zero_init_proj: bool = knob(True, "zero-initialise output projections (and the untied head)", "recipe")
     embed_norm: bool = knob(False, "RMSNorm of the token embedding before the first block (#4–#8)", "recipe")
     embed_init_std: float = knob(0.02, "σ of the token embedding's init (1.0 from #8)", "recipe", between(1e-4, 10.0))
+    linear_init: str = knob("normal", "init of q, k, v, MLP-in: normal N(0, 0.02) | fan_in U(±1/√fan_in) (to #18) | "
+                                      "half: std 0.5/√fan_in (#19 on)", "recipe", one_of("normal", "fan_in", "half"))
     logit_softcap: float = knob(30.0, "soft cap c of the logits (how: logit_cap); 0: off", "recipe", NONNEGATIVE)
     logit_cap: str = knob("tanh", "tanh: c·tanh(z/c) (#9, #18) | sigmoid: c·σ((z + offset)/scale) (#54)", "recipe",
                           one_of("tanh", "sigmoid"))

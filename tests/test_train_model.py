@@ -140,6 +140,28 @@ def test_embed_norm_feeds_the_blocks_a_unit_rms_embedding():
     assert not torch.allclose(plain(idx), model(idx))
 
 
+@pytest.mark.parametrize("init, std_times_root_fan_in", [("fan_in", 1 / 3 ** 0.5), ("half", 0.5)])
+def test_linear_init_draws_only_qkv_and_mlp_in_uniformly(init, std_times_root_fan_in):
+    cfg = small(model_dim=256, n_head=4, n_layer=2)
+    torch.manual_seed(0)
+    plain = GPT(cfg)
+    torch.manual_seed(0)
+    drawn = GPT(dataclasses.replace(cfg, linear_init=init))
+    reference = torch.nn.Linear(256, 768).weight  # torch's own default: U(±1/√fan_in)
+    drawn_uniformly = [(n, p) for n, p in drawn.named_parameters() if n.endswith(("qkv.weight", "fc.weight"))]
+    assert len(drawn_uniformly) == 4
+    for name, p in drawn_uniformly:
+        bound = (1.0 if init == "fan_in" else 0.5 * 3 ** 0.5) / p.size(1) ** 0.5
+        assert p.abs().max().item() <= bound and p.abs().max().item() > 0.99 * bound, name
+        assert p.std().item() == pytest.approx(std_times_root_fan_in / p.size(1) ** 0.5, rel=0.02), name
+        assert dict(plain.named_parameters())[name].std().item() == pytest.approx(0.02, rel=0.02)  # default
+    if init == "fan_in":
+        qkv = drawn.blocks[0].attn.qkv.weight
+        assert qkv.std().item() == pytest.approx(reference.std().item(), rel=0.02)
+    assert torch.equal(drawn.blocks[0].attn.proj.weight, plain.blocks[0].attn.proj.weight)  # zero either way
+    assert drawn.embed.weight.std().item() == pytest.approx(0.02, rel=0.03)
+
+
 def test_embed_init_std_sets_only_the_token_embedding_init():
     cfg = small(vocab_size=4096, model_dim=128)
     torch.manual_seed(0)
