@@ -217,22 +217,22 @@ PRESETS: dict[str, dict] = {
     # The speedrun's 124M shape on FineWeb; 8 GPUs × 64 × 1024 tokens per step. The recipe of the public
     # record #8 (modded-nanogpt 2024-11-03, "untied embedding and head", 3.2762 at step 4578): its lrs, Adam
     # betas and eps, no logit softcap, 4578 steps with a linear warmdown over the last 1308, Q, K and V
-    # orthogonalised as separate matrices, the embedding N(0, 1) and RMS-normalised; 10 untimed warmup
-    # steps; the loss 16K tokens at a time.
+    # orthogonalised as separate matrices, the embedding N(0, 1) and RMS-normalised, q, k, v and MLP-in drawn as
+    # nn.Linear does; 10 untimed warmup steps; the loss 16K tokens at a time.
     "speedrun124m": dict(lr_hidden=0.02, lr_embed=0.3, lr_head=0.002, beta1=0.9, beta2=0.95, eps=1e-8,
                          momentum=0.95, weight_decay=0.0, logit_softcap=0.0, num_iterations=4578,
                          warmup_frac=0.0, cooldown_frac=1308 / 4578, val_every=125, val_tokens=10485760,
-                         split_qkv=True, embed_norm=True, embed_init_std=1.0, warmup_steps=10,
-                         loss_chunk_tokens=16384),
+                         split_qkv=True, embed_norm=True, embed_init_std=1.0, linear_init="fan_in",
+                         warmup_steps=10, loss_chunk_tokens=16384),
     "tiny": TINY,
     # Public record #11 (2024-11-10_UNetDoubleLr, 7.23 min on 8×H100, val loss 3.2753 at step 3000 in its log):
-    # the 124M shape, its tricks, the embedding N(0, 1) and RMS-normalised (as since #8), tanh logit cap 30,
-    # Muon momentum 0.85 → 0.95 over 500 steps (#9), the doubled learning rates of #11 and Adam's β = (0.9, 0.95),
-    # ε = 1e-8; 3000 steps, the last 900 a linear decay to 0.
-    "record": dict(**RECORD_TRICKS, embed_norm=True, embed_init_std=1.0, logit_softcap=30.0, momentum_warmup_steps=500,
-                   momentum_low=0.85, momentum=0.95, lr_hidden=0.04, lr_embed=0.6, lr_head=0.008, lr_scalar=0.04,
-                   beta1=0.9, beta2=0.95, eps=1e-8, num_iterations=3000, warmup_frac=0.0, cooldown_frac=0.3,
-                   split_qkv=True, warmup_steps=10, loss_chunk_tokens=16384),
+    # the 124M shape, its tricks, the embedding N(0, 1) and RMS-normalised (as since #8), q, k, v and MLP-in drawn
+    # as nn.Linear does, tanh logit cap 30, Muon momentum 0.85 → 0.95 over 500 steps (#9), the doubled learning
+    # rates of #11 and Adam's β = (0.9, 0.95), ε = 1e-8; 3000 steps, the last 900 a linear decay to 0.
+    "record": dict(**RECORD_TRICKS, embed_norm=True, embed_init_std=1.0, linear_init="fan_in", logit_softcap=30.0,
+                   momentum_warmup_steps=500, momentum_low=0.85, momentum=0.95, lr_hidden=0.04, lr_embed=0.6,
+                   lr_head=0.008, lr_scalar=0.04, beta1=0.9, beta2=0.95, eps=1e-8, num_iterations=3000,
+                   warmup_frac=0.0, cooldown_frac=0.3, split_qkv=True, warmup_steps=10, loss_chunk_tokens=16384),
     # The tiny preset's data, shape, batch and lrs with the record's tricks, tuned on CPU (docs/tiny_record.md):
     # 250 steps, the last 60% a linear decay, the momentum warmup over 40 steps (as 500 of #11's 3000), val
     # every 25 steps (the resolution of "steps to target").
