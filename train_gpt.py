@@ -35,8 +35,8 @@ from optimizers import schedule, table
 from optimizers.schedule import batch_at, doc_len_at, lr_factor, momentum
 from runtime import checkpoint as ckpt, config as schema, footprint, spectral
 from runtime.config import RUN_ID, ConfigError, at_least, between, knob, one_of
-from runtime.distributed import (Dist, barrier, broadcast_object, peak_memory, setup_distributed, shutdown, synchronize,
-                                 wrap_model)
+from runtime.distributed import (Dist, barrier, broadcast_object, exit_process, peak_memory, setup_distributed, shutdown,
+                                 synchronize, wrap_model)
 from runtime.env import check_writable, default_run_id, repo_sources, source_hashes
 from runtime.runlog import RunLog
 from runtime.signals import StopSignals
@@ -595,4 +595,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
