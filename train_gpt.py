@@ -461,8 +461,7 @@ def train(cfg: Config, preset: str, why: str, d: Dist) -> int:
     log = RunLog(cfg, preset, d, run_id, sources, resumed)
     step, train_ms = 0, 0.0
     if resumed is not None:  # the config's hyperparameters win over the checkpoint's
-        configured = {"initial_lr"} | {k for row in optimizer_table(cfg).values() for k in row} - {"optimizer"}
-        fresh = ckpt.restore(resumed, model, opts, loader, d, keep=configured)
+        fresh = ckpt.restore(resumed, model, opts, loader, d, keep=table.configured_keys(optimizer_table(cfg)))
         step, train_ms = resumed["step"], resumed["train_time_ms"]
         log.summary["resumed"].append({"from": str(resume_from), "step": step})
         model.tied_phase = cfg.untie_head_frac > 0 and step <= untie_step(cfg)

@@ -22,6 +22,16 @@ class TableError(ValueError):
     """A row that cannot be built: a hyperparameter its optimizer does not take, or a shared one nothing takes."""
 
 
+BUILT_KEYS = ("initial_lr", "initial_momentum", "cautious_wd", "split_rows")  # group keys `build` adds to a row's
+
+
+def configured_keys(rows: dict[str, dict]) -> set[str]:
+    """Every group key the table sets: the rows' hyperparameters and BUILT_KEYS. On a forced resume these keep
+    the config's values over a checkpoint's; the rest of a group (an optimizer's own state, such as
+    Schedule-Free's train_mode) comes from the checkpoint."""
+    return {k for row in rows.values() for k in row if k != "optimizer"} | set(BUILT_KEYS)
+
+
 def complete(rows: dict[str, dict], shared: dict, moved: dict[str, str]) -> dict[str, dict]:
     """The rows with each shared hyperparameter (e.g. betas, eps, momentum) filled in where the row's optimizer
     takes it and the row does not set it. A row key its optimizer does not take is a TableError naming both;

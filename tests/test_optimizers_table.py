@@ -35,6 +35,9 @@ def test_build_groups_by_optimizer_scales_lr_and_splits_the_listed_matrices():
     assert split["lr"] == split["initial_lr"] == pytest.approx(0.04) and split["initial_momentum"] == 0.9
     assert split["weight_decay"] == 0.0 and split["cautious_wd"] == 0.1  # the decay moves to the cautious step
     assert [g["name"] for g in adam.param_groups] == ["scalar"]  # the empty head group is left out
+    set_by_table = table.configured_keys(rows)
+    assert all(k in set_by_table for g in muon.param_groups + adam.param_groups for k in g
+               if k not in ("params", "name") and g[k] != muon.defaults.get(k, adam.defaults.get(k)))
     with pytest.raises(table.TableError, match="needs a hidden optimizer that takes split_rows"):
         table.build({"hidden": dict(optimizer="adamw", lr=0.1)}, {"hidden": w}, split={"hidden": [w[0]]})
 

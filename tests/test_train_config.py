@@ -154,3 +154,16 @@ def test_a_forced_resume_takes_the_new_learning_rate(tmp_path):
     state = torch.load(tmp_path / "ckpt" / "lr" / "step_000004" / "rank0.pt", weights_only=False)
     groups = [g for o in state["optimizers"] for g in o["state"]["param_groups"] if g.get("name") == "embed"]
     assert groups and all(g["initial_lr"] == 0.5 for g in groups), groups
+
+
+def test_a_forced_resume_takes_the_new_momentum_and_cautious_decay(tmp_path):
+    """The keys the table derives (initial_momentum for the momentum schedule, cautious_wd) follow the config too."""
+    common = [*SMALL, f"--log_dir={tmp_path}", f"--checkpoint_dir={tmp_path / 'ckpt'}", "--run_id=mo",
+              "--checkpoint_every=3", "--cautious_wd", "--weight_decay=0.1"]
+    assert run([*common, "--num_iterations=3"]).returncode == 0
+    result = run([*common, "--num_iterations=4", "--resume=auto", "--force_resume", "--momentum=0.9",
+                  "--weight_decay=0.2", "--checkpoint_every=4"])
+    assert result.returncode == 0, result.stderr
+    state = torch.load(tmp_path / "ckpt" / "mo" / "step_000004" / "rank0.pt", weights_only=False)
+    hidden = [g for o in state["optimizers"] for g in o["state"]["param_groups"] if g.get("name") == "hidden"]
+    assert hidden and all(g["initial_momentum"] == 0.9 and g["cautious_wd"] == 0.2 for g in hidden), hidden
